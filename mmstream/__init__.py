@@ -1,0 +1,105 @@
+"""mmstream: stream answers from multi-modal (text + image) LLMs, from asyncio, trio or a script.
+
+```python
+import mmstream as mm
+
+llm = mm.MultiModalLLM("offline:default")
+cat = mm.ImageDocument(image_path="cat.png")
+for chunk in llm.stream_complete("What is in this picture?", [cat]):
+    print(chunk.delta, end="")
+```
+"""
+
+from __future__ import annotations
+
+from mmstream import errors as errors
+from mmstream import middleware as middleware
+from mmstream import providers as providers
+from mmstream._secret import Secret
+from mmstream._sync import SyncStream
+from mmstream._version import __version__
+from mmstream.content import (
+    ChatMessage,
+    ContentBlock,
+    ImageBlock,
+    ImageDocument,
+    MessageRole,
+    TextBlock,
+)
+from mmstream.errors import (
+    APIConnectionError,
+    APIError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    ContentFilterError,
+    IncompleteStreamError,
+    InvalidImageError,
+    InvalidRequestError,
+    MMStreamError,
+    NotFoundError,
+    OverloadedError,
+    PermissionDeniedError,
+    ProviderProtocolError,
+    QuotaExceededError,
+    RateLimitError,
+    RequestTooLargeError,
+    ServerError,
+)
+from mmstream.llm import ChatStream, MultiModalLLM
+from mmstream.metadata import MultiModalLLMMetadata
+from mmstream.request import CallOptions, ChatRequest, HTTPRequest
+from mmstream.responses import ChatResponse, CompletionResponse, FinishReason, Usage
+from mmstream.transport import Transport
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "CallOptions",
+    "ChatMessage",
+    "ChatRequest",
+    "ChatResponse",
+    "ChatStream",
+    "CompletionResponse",
+    "ConfigurationError",
+    "ContentBlock",
+    "ContentFilterError",
+    "FinishReason",
+    "HTTPRequest",
+    "ImageBlock",
+    "ImageDocument",
+    "IncompleteStreamError",
+    "InvalidImageError",
+    "InvalidRequestError",
+    "MMStreamError",
+    "MessageRole",
+    "MultiModalLLM",
+    "MultiModalLLMMetadata",
+    "NotFoundError",
+    "OverloadedError",
+    "PermissionDeniedError",
+    "ProviderProtocolError",
+    "QuotaExceededError",
+    "RateLimitError",
+    "RequestTooLargeError",
+    "Secret",
+    "ServerError",
+    "SyncStream",
+    "TextBlock",
+    "Transport",
+    "Usage",
+    "__version__",
+    "errors",
+    "middleware",
+    "providers",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) and _obj.__module__.startswith("mmstream."):
+        _obj.__module__ = "mmstream"
+del _name, _obj

@@ -1,0 +1,236 @@
+"""What goes into a model: messages made of typed text and image blocks.
+
+The names follow LlamaIndex (``ChatMessage``, ``MessageRole``, ``TextBlock``,
+``ImageBlock``, ``ImageDocument``) so its users feel at home. Everything here is
+a frozen value: pure, no I/O; images are loaded and fitted later, off the event
+loop, by :mod:`mmstream.images`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import io
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Union, final
+
+from attrs import field, frozen
+
+from mmstream.errors import InvalidImageError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
+__all__ = [
+    "ChatMessage",
+    "ContentBlock",
+    "ImageBlock",
+    "ImageDocument",
+    "MessageRole",
+    "TextBlock",
+]
+
+
+class MessageRole(str, enum.Enum):
+    """Who speaks a message."""
+
+    SYSTEM = "system"
+    DEVELOPER = "developer"
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL = "tool"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _to_role(value: MessageRole | str) -> MessageRole:
+    try:
+        return MessageRole(value)
+    except ValueError:
+        raise ValueError(
+            f"unknown message role {value!r}; use one of {[r.value for r in MessageRole]}"
+        ) from None
+
+
+def _decode_base64(value: str | bytes) -> bytes:
+    """Decode base64 text, with or without a ``data:`` URL prefix."""
+    if isinstance(value, str):
+        if value.startswith("data:"):
+            value = value.partition(",")[2]
+        value = value.encode("ascii", "ignore")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        # Tolerate line breaks (MIME style) but nothing else.
+        try:
+            return base64.b64decode(b"".join(value.split()), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidImageError(f"image is not valid base64 text ({exc})") from exc
+
+
+def _to_image_bytes(value: bytes | bytearray | memoryview | str | None) -> bytes | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _decode_base64(value)
+    return bytes(value)
+
+
+def _to_path(value: str | os.PathLike[str] | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
+@final
+@frozen
+class TextBlock:
+    """A piece of text in a message."""
+
+    text: str
+    block_type: Literal["text"] = field(default="text", init=False, repr=False)
+
+
+@final
+@frozen(kw_only=True)
+class ImageBlock:
+    """An image in a message: raw bytes, a file path, or a URL (exactly one is needed).
+
+    ``image`` holds the raw image bytes; base64 text (also as a ``data:`` URL)
+    is decoded on construction. ``detail`` is OpenAI's tiling hint
+    (``"low"``, ``"high"``, ``"auto"``); other providers ignore it.
+
+    Example:
+        ``ImageBlock(path="cat.jpg")``, ``ImageBlock(url="https://...")``,
+        ``ImageBlock(image=png_bytes, image_mimetype="image/png")``.
+    """
+
+    image: bytes | None = field(default=None, converter=_to_image_bytes, repr=False)
+    path: Path | None = field(default=None, converter=_to_path)
+    url: str | None = None
+    image_mimetype: str | None = None
+    detail: str | None = None
+    block_type: Literal["image"] = field(default="image", init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.image is None and self.path is None and self.url is None:
+            raise InvalidImageError("an ImageBlock needs one of image, path or url")
+        if self.url is not None and self.url.startswith("data:") and self.image is None:
+            # A data: URL is inline bytes; keep it as bytes so every provider can use it.
+            header = self.url[5:].partition(",")[0]
+            mimetype = header.partition(";")[0] or None
+            object.__setattr__(self, "image", _decode_base64(self.url))
+            object.__setattr__(self, "url", None)
+            if self.image_mimetype is None and mimetype:
+                object.__setattr__(self, "image_mimetype", mimetype)
+
+    @classmethod
+    def from_pil(cls, image: PILImage, *, format: str = "PNG", **kwargs: Any) -> ImageBlock:
+        """Encode a PIL image (PNG by default) into a block."""
+        buffer = io.BytesIO()
+        image.save(buffer, format=format)
+        return cls(image=buffer.getvalue(), image_mimetype=f"image/{format.lower()}", **kwargs)
+
+
+ContentBlock = Union[TextBlock, ImageBlock]  # noqa: UP007 - a runtime alias on 3.10
+
+
+def _to_blocks(value: Sequence[ContentBlock]) -> tuple[ContentBlock, ...]:
+    return tuple(value)
+
+
+def _to_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return {} if value is None else dict(value)
+
+
+@final
+@frozen(init=False)
+class ChatMessage:
+    """One message of a conversation: a role and typed content blocks.
+
+    ``content`` is the plain-text shortcut, as in LlamaIndex:
+    ``ChatMessage(role="user", content="hi")`` holds one :class:`TextBlock`,
+    and reading ``message.content`` joins the text blocks.
+
+    Args:
+        role: a :class:`MessageRole` or its value (``"user"``, ...).
+        content: text for a single text block (use ``blocks`` for more).
+        blocks: the content blocks, in order.
+        additional_kwargs: provider-specific extras (tool call ids, names, ...).
+    """
+
+    role: MessageRole = field(converter=_to_role)
+    blocks: tuple[ContentBlock, ...] = field(converter=_to_blocks)
+    additional_kwargs: Mapping[str, Any] = field(converter=_to_mapping, eq=False)
+
+    def __init__(
+        self,
+        role: MessageRole | str = MessageRole.USER,
+        content: str | None = None,
+        *,
+        blocks: Sequence[ContentBlock] = (),
+        additional_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        if content is not None:
+            if blocks:
+                raise ValueError("give either content or blocks, not both")
+            blocks = (TextBlock(content),)
+        self.__attrs_init__(role, blocks, additional_kwargs)
+
+    @property
+    def content(self) -> str | None:
+        """The text of the message (its text blocks joined), or ``None`` without any."""
+        texts = [block.text for block in self.blocks if isinstance(block, TextBlock)]
+        return "".join(texts) if texts else None
+
+    @property
+    def images(self) -> tuple[ImageBlock, ...]:
+        """The image blocks of the message, in order."""
+        return tuple(block for block in self.blocks if isinstance(block, ImageBlock))
+
+
+@final
+@frozen(kw_only=True)
+class ImageDocument:
+    """An image passed to ``complete``, as LlamaIndex's ``ImageDocument`` has it.
+
+    Give one of ``image`` (base64 text), ``image_path`` or ``image_url``; use
+    :meth:`from_bytes` or :meth:`from_pil` for raw bytes and PIL images.
+    """
+
+    image: str | None = field(default=None, repr=False)
+    image_path: str | None = None
+    image_url: str | None = None
+    image_mimetype: str | None = None
+    text: str = ""
+    metadata: Mapping[str, Any] = field(factory=dict, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.image is None and self.image_path is None and self.image_url is None:
+            raise InvalidImageError(
+                "an ImageDocument needs one of image (base64), image_path or image_url"
+            )
+
+    @classmethod
+    def from_bytes(cls, data: bytes, **kwargs: Any) -> ImageDocument:
+        """Wrap raw image bytes."""
+        return cls(image=base64.b64encode(data).decode("ascii"), **kwargs)
+
+    @classmethod
+    def from_pil(cls, image: PILImage, *, format: str = "PNG", **kwargs: Any) -> ImageDocument:
+        """Encode a PIL image (PNG by default)."""
+        block = ImageBlock.from_pil(image, format=format)
+        assert block.image is not None
+        kwargs.setdefault("image_mimetype", block.image_mimetype)
+        return cls.from_bytes(block.image, **kwargs)
+
+    def to_block(self) -> ImageBlock:
+        """The same image as a message :class:`ImageBlock`."""
+        return ImageBlock(
+            image=self.image,
+            path=self.image_path,
+            url=self.image_url,
+            image_mimetype=self.image_mimetype,
+        )

@@ -1,0 +1,47 @@
+"""Middleware: the onion around every call (tracing, callbacks, logging, retries, ...).
+
+A middleware is a callable ``(request, call_next) -> AsyncIterator[ChatResponse]``,
+usually an attrs instance whose ``async def __call__`` is an async generator
+that acts before the call, on every chunk, after it and on error. The list
+given to :class:`~mmstream.MultiModalLLM` is outermost first. Per-call state
+lives in locals; iterators returned by ``call_next`` are closed by the chain.
+
+Example:
+    ```python
+    @attrs.frozen
+    class Upper:
+        async def __call__(self, request, call_next):
+            async for chunk in call_next(request):
+                yield attrs.evolve(chunk, delta=chunk.delta.upper())
+    ```
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from mmstream.middleware.chain import CallNext, Middleware, compose
+from mmstream.middleware.tracing import TraceRecord, Tracing
+
+__all__ = [
+    "CallNext",
+    "Callbacks",
+    "Logging",
+    "Middleware",
+    "TraceRecord",
+    "Tracing",
+    "compose",
+]
+
+_LAZY = {
+    "Callbacks": "mmstream.middleware.callbacks",
+    "Logging": "mmstream.middleware.logging",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mmstream.middleware' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,131 @@
+"""A call, normalized: what the middleware see and what providers translate.
+
+:class:`ChatRequest` is one call (messages, options, the provider that serves
+it); :class:`HTTPRequest` is a provider's pure description of the HTTP request
+to send for it. Both are frozen values, derived with :func:`attrs.evolve`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, final
+
+import attrs
+from attrs import field, frozen
+
+from mmstream.content import ChatMessage
+from mmstream.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from mmstream.providers.base import Provider
+
+__all__ = ["CallOptions", "ChatRequest", "HTTPRequest", "StreamFormat"]
+
+StreamFormat = Literal["sse", "ndjson"]
+
+
+def _to_stop(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+def _to_messages(value: Iterable[ChatMessage]) -> tuple[ChatMessage, ...]:
+    return tuple(value)
+
+
+def _to_extra(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return {} if value is None else dict(value)
+
+
+@final
+@frozen(kw_only=True)
+class CallOptions:
+    """Sampling and call options; a provider's defaults, overridden per call.
+
+    ``extra`` holds options mmstream does not model (``tools``, ``seed``,
+    ``response_format``, ``keep_alive``, ...): each provider passes through the
+    ones its API takes. ``timeout`` (seconds) bounds the HTTP exchange.
+    """
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] | None = field(default=None, converter=_to_stop)
+    timeout: float | None = None
+    extra: Mapping[str, Any] = field(factory=dict, converter=_to_extra)
+
+    def merge(self, **overrides: Any) -> CallOptions:
+        """These options with the given ones on top; ``None`` leaves a value as it is.
+
+        Unknown names go into ``extra``.
+        """
+        known: dict[str, Any] = {}
+        extra = dict(self.extra)
+        for name, value in overrides.items():
+            if value is None:
+                continue
+            if name == "extra":
+                extra.update(value)
+            elif name in _OPTION_NAMES:
+                known[name] = value
+            else:
+                extra[name] = value
+        return attrs.evolve(self, extra=extra, **known)
+
+
+_OPTION_NAMES = frozenset(a.name for a in attrs.fields(CallOptions)) - {"extra"}
+
+
+@final
+@frozen(kw_only=True)
+class ChatRequest:
+    """One call as every middleware sees it.
+
+    Attributes:
+        messages: the conversation.
+        options: the merged call options.
+        provider: the provider that will serve the call (a middleware such as
+            Fallback may swap it with :func:`attrs.evolve`).
+        operation: ``"chat"`` or ``"complete"``, for traces.
+        attempt: 1 for the first try; the Retry middleware counts up.
+    """
+
+    messages: tuple[ChatMessage, ...] = field(converter=_to_messages)
+    options: CallOptions = field(factory=CallOptions)
+    provider: Provider
+    operation: Literal["chat", "complete"] = "chat"
+    attempt: int = 1
+
+    @property
+    def model(self) -> str:
+        """The model that will answer."""
+        return self.provider.model
+
+    @property
+    def provider_name(self) -> str:
+        """The provider's short name (``"openai"``, ``"anthropic"``, ...)."""
+        return self.provider.name
+
+
+@final
+@frozen(kw_only=True)
+class HTTPRequest:
+    """A pure description of the HTTP request a provider wants sent.
+
+    ``headers`` holds the API key and is kept out of ``repr``.
+    ``stream_format`` tells the transport how the response body is framed.
+    """
+
+    method: str = "POST"
+    url: str
+    headers: Mapping[str, str] = field(factory=dict, repr=False)
+    json: Any = field(default=None, repr=False)
+    stream_format: StreamFormat = "sse"
+    timeout: float | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if not self.url:
+            raise ConfigurationError("the provider built a request without a URL")
