@@ -2,22 +2,56 @@
 
 :func:`prepare_request` loads every image of a call (a file is read, base64 is
 already decoded by :class:`~mmstream.ImageBlock`) and recognises its real type
-from its bytes, in a worker thread. Pillow is not needed for this and is never
-imported here at module level.
+from its bytes, in a worker thread. Everything but that one entry point is
+pure (no anyio, no httpx at import), and Pillow is imported only when an image
+is touched.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import final
 
-import anyio.to_thread
 import attrs
+from attrs import frozen
 
 from mmstream.content import ChatMessage, ImageBlock
 from mmstream.errors import InvalidImageError
 from mmstream.request import ChatRequest
 
-__all__ = ["prepare_request", "sniff_mimetype"]
+__all__ = ["ImagePolicy", "prepare_request", "sniff_mimetype"]
+
+
+@final
+@frozen(kw_only=True)
+class ImagePolicy:
+    """A provider's documented image limits, as data (``None`` means no limit).
+
+    Attributes:
+        accepted_types: MIME types the API takes; others are converted.
+        max_bytes: largest raw image, in bytes.
+        max_base64_bytes: largest image measured on its base64 text (Anthropic).
+        max_edge: longest side the API accepts, in pixels.
+        recommended_edge: longest side worth sending (larger is downscaled to it).
+        max_pixels: most pixels (width × height) the API accepts.
+        max_images: most images in one request.
+        max_request_bytes: most bytes of images in one request, all together.
+        accepts_urls: whether the API fetches http(s) URLs itself.
+        fit: whether mmstream converts, rotates and shrinks images to fit.
+    """
+
+    accepted_types: frozenset[str] = frozenset(
+        {"image/png", "image/jpeg", "image/gif", "image/webp"}
+    )
+    max_bytes: int | None = None
+    max_base64_bytes: int | None = None
+    max_edge: int | None = None
+    recommended_edge: int | None = None
+    max_pixels: int | None = None
+    max_images: int | None = None
+    max_request_bytes: int | None = None
+    accepts_urls: bool = True
+    fit: bool = True
 
 
 def sniff_mimetype(data: bytes) -> str | None:
@@ -56,6 +90,8 @@ async def prepare_request(request: ChatRequest) -> ChatRequest:
     """
     if not _images_in(request):
         return request
+    import anyio.to_thread  # here, so that the rest of this module stays pure
+
     return await anyio.to_thread.run_sync(_prepare, request)
 
 

@@ -32,6 +32,7 @@ from mmstream.request import CallOptions
 from mmstream.responses import ChatResponse, FinishReason, Usage, _LazyText, _TextAccumulator
 
 if TYPE_CHECKING:
+    from mmstream.images import ImagePolicy
     from mmstream.metadata import MultiModalLLMMetadata
     from mmstream.request import ChatRequest, HTTPRequest
 
@@ -84,6 +85,11 @@ class Provider(Protocol):
     @property
     def metadata(self) -> MultiModalLLMMetadata:
         """Context window, output limit and abilities of the model."""
+        ...
+
+    @property
+    def image_policy(self) -> ImagePolicy:
+        """The API's documented image limits (see :mod:`mmstream.images`)."""
         ...
 
     def build_request(self, request: ChatRequest) -> HTTPRequest:

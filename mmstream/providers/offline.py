@@ -25,6 +25,7 @@ from attrs import field, frozen
 
 from mmstream.content import ImageBlock, TextBlock
 from mmstream.errors import APIError, OverloadedError, ServerError
+from mmstream.images import ImagePolicy
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.providers.base import (
     OptionFields,
@@ -77,6 +78,11 @@ class Offline(OptionFields):
             model_name=self.model,
             is_chat_model=True,
         )
+
+    @property
+    def image_policy(self) -> ImagePolicy:
+        """No limits but the common types; URLs are described, never fetched."""
+        return ImagePolicy(accepts_urls=True, fit=False)
 
     def build_request(self, request: ChatRequest) -> HTTPRequest:
         """The request for the in-process offline server."""
