@@ -22,7 +22,7 @@ __all__ = ["Offline", "Provider", "StreamDecoder", "from_string", "registered_na
 _REGISTRY: dict[str, tuple[str, str]] = {
     "offline": ("mmstream.providers.offline", "Offline"),
 }
-_CLASSES = {cls: (module, name) for name, (module, cls) in _REGISTRY.items()}
+_CLASSES = {cls: (module, cls) for module, cls in _REGISTRY.values()}
 
 
 def registered_names() -> list[str]:
