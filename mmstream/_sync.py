@@ -182,6 +182,9 @@ def _rename(method: Callable[..., Any], fn: Callable[..., Any], prefix: str) -> 
     )
 
 
+_END = object()
+
+
 class _Failure:
     """An exception sent from the pump to the caller as a value."""
 
@@ -235,6 +238,9 @@ class SyncStream(Generic[T]):
             index = 0
         item = batch[index]
         self._index = index + 1
+        if item is _END:
+            self._finish()
+            raise StopIteration
         if type(item) is _Failure:
             self._finish()
             raise item.error
@@ -246,9 +252,6 @@ class SyncStream(Generic[T]):
             self._started = True
             self._future, _ = portal.start_task(self._pump)
         batch: list[Any] = portal.call(self._take)
-        if not batch:
-            self._finish()
-            raise StopIteration
         self._batch = batch
         return batch
 
@@ -283,16 +286,19 @@ class SyncStream(Generic[T]):
                             await aclose()
 
     async def _take(self) -> list[Any]:
+        """Wait for one item, then take every item already buffered (one thread hop)."""
         receive = self._receive
         assert receive is not None
+        batch: list[Any] = []
         try:
-            batch = [await receive.receive()]
-        except anyio.EndOfStream:
-            return []
-        try:
+            batch.append(await receive.receive())
             while True:
                 batch.append(receive.receive_nowait())
-        except (anyio.WouldBlock, anyio.EndOfStream):
+        except anyio.WouldBlock:
+            return batch
+        except anyio.EndOfStream:
+            receive.close()
+            batch.append(_END)
             return batch
 
     def _finish(self) -> None:

@@ -91,7 +91,8 @@ class MMStreamError(Exception):
     def __str__(self) -> str:
         text = self.message
         if self.hint and self.hint not in text:
-            text = f"{text} {self.hint}"
+            end = "" if text.endswith((".", "!", "?")) else "."
+            text = f"{text}{end} {self.hint}"
         if self.partial is not None:
             text = f"{text} ({len(self.partial.text)} characters had arrived; see .partial)"
         return text

@@ -155,17 +155,19 @@ class Transport:
                 timeout=timeout,
             )
             response = await client.send(http_request, stream=True)
+        body_iterator = response.aiter_bytes()
         try:
             if response.status_code >= 400:
                 with map_exceptions(name):
-                    body = await _read_bounded(response, MAX_ERROR_BODY)
+                    body = await _read_bounded(body_iterator, MAX_ERROR_BODY)
                 raise provider.parse_error(response.status_code, response.headers, body)
             with map_exceptions(name, streaming=True):
-                async for data in response.aiter_bytes():
+                async for data in body_iterator:
                     yield data
         finally:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
+                await _finish(body_iterator)
 
 
 def _dumps(body: Any) -> bytes:
@@ -173,12 +175,25 @@ def _dumps(body: Any) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-async def _read_bounded(response: httpx.Response, limit: int) -> bytes:
+async def _read_bounded(body: AsyncIterator[bytes], limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
-    async for data in response.aiter_bytes():
+    async for data in body:
         chunks.append(data)
         size += len(data)
         if size >= limit:
             break
     return b"".join(chunks)[:limit]
+
+
+async def _finish(body: AsyncIterator[bytes]) -> None:
+    """End httpx's body iterator after the response was closed.
+
+    httpx reads the body through nested async generators that it never
+    closes; left suspended, trio's finalizer warns about each one. Once the
+    response is closed, one more step ends them all (the read fails at once,
+    or the body is complete), so nothing is left for the garbage collector.
+    """
+    with contextlib.suppress(Exception):
+        await body.__anext__()
+        await body.aclose()  # type: ignore[attr-defined]

@@ -6,6 +6,7 @@ import inspect
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, final
 
+import anyio
 from attrs import frozen
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ class Callbacks:
         on_chunk: ``(request, chunk)`` for every chunk.
         on_end: ``(request, last_chunk_or_None)`` when the stream completed.
         on_error: ``(request, exception)`` when it failed (the error is re-raised).
-        on_close: ``(request)`` when the consumer left the stream early.
+        on_close: ``(request)`` when the consumer left the stream early (closed or cancelled).
     """
 
     on_start: Callable[..., Any] | None = None
@@ -56,6 +57,10 @@ class Callbacks:
                 yield chunk
         except GeneratorExit:
             await _call(self.on_close, request)
+            raise
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await _call(self.on_close, request)
             raise
         except Exception as exc:
             await _call(self.on_error, request, exc)

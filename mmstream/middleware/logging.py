@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, final
 
+import anyio
 from attrs import field, frozen
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ class Logging:
                 count += 1
                 last = chunk
                 yield chunk
-        except GeneratorExit:
+        except (GeneratorExit, anyio.get_cancelled_exc_class()):
             log.log(self.level, "chat.closed %s chunks=%d", where, count)
             raise
         except BaseException as exc:

@@ -3,7 +3,8 @@
 The record is made when the last chunk has been consumed, the stream failed,
 or the consumer left early — never when the generator object is merely
 created. Event names follow httpcore: ``chat.complete``, ``chat.failed``,
-``chat.closed`` (an early exit, which is not a failure).
+``chat.closed`` (an early exit, which is not a failure: the consumer closed the
+stream, or cancelled it while a chunk was in flight).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Literal, final
 
+import anyio
 from attrs import field, frozen
 
 from mmstream.responses import Usage
@@ -104,7 +106,8 @@ class Tracing:
         except GeneratorExit:
             raise
         except BaseException as exc:
-            outcome, error = "failed", exc
+            if not isinstance(exc, anyio.get_cancelled_exc_class()):
+                outcome, error = "failed", exc  # cancelled = left early = "closed"
             raise
         finally:
             await self._emit(

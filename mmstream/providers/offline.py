@@ -194,6 +194,7 @@ _PALETTE: Sequence[tuple[str, tuple[int, int, int]]] = (
     ("green", (40, 170, 60)),
     ("cyan", (40, 200, 220)),
     ("blue", (40, 70, 210)),
+    ("navy", (20, 30, 100)),
     ("purple", (140, 50, 180)),
     ("pink", (240, 130, 180)),
     ("brown", (130, 80, 40)),
@@ -219,7 +220,10 @@ def describe_image(data: bytes) -> str:
             image.draft("RGB", (128, 128))  # JPEG: decode at a fraction of the size
             small = image.convert("RGB")
         small.thumbnail((64, 64))
-        dominant = max(small.getcolors(64 * 64) or [(1, (0, 0, 0))])[1]
+        quantized = small.quantize(colors=8)
+        palette = quantized.getpalette() or [0, 0, 0]
+        index = max(quantized.getcolors(8) or [(1, 0)])[1]
+        dominant = (palette[3 * index], palette[3 * index + 1], palette[3 * index + 2])
         brightness = ImageStat.Stat(small.convert("L")).mean[0]
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         return f"an image I could not read ({exc})"
