@@ -402,7 +402,7 @@ class MultiModalLLM:
     async def _endpoint(self, request: ChatRequest) -> AsyncIterator[ChatResponse]:
         """The innermost layer: images, provider request, transport, decoder."""
         provider = request.provider
-        request = await prepare_request(request)
+        request = await prepare_request(request, client=self.transport.client())
         http_request = provider.build_request(request)
         decoder = provider.new_decoder(request)
         last: ChatResponse | None = None
