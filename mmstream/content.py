@@ -29,6 +29,7 @@ __all__ = [
     "ContentBlock",
     "ImageBlock",
     "ImageDocument",
+    "ImageInput",
     "MessageRole",
     "TextBlock",
 ]
@@ -84,6 +85,10 @@ def _to_path(value: str | os.PathLike[str] | None) -> Path | None:
     return None if value is None else Path(value)
 
 
+def _to_path_text(value: str | os.PathLike[str] | None) -> str | None:
+    return None if value is None else os.fspath(value)
+
+
 @final
 @frozen
 class TextBlock:
@@ -91,6 +96,10 @@ class TextBlock:
 
     text: str
     block_type: Literal["text"] = field(default="text", init=False, repr=False)
+
+
+_URL_PREFIXES = ("http://", "https://", "data:")
+_PNG_MODES = frozenset({"1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"})
 
 
 @final
@@ -128,11 +137,71 @@ class ImageBlock:
 
     @classmethod
     def from_pil(cls, image: PILImage, *, format: str = "PNG", **kwargs: Any) -> ImageBlock:
-        """Encode a PIL image (PNG by default) into a block."""
-        buffer = io.BytesIO()
-        image.save(buffer, format=format)
-        return cls(image=buffer.getvalue(), image_mimetype=f"image/{format.lower()}", **kwargs)
+        """Encode a PIL image (PNG by default, lossless and keeping transparency) into a block.
 
+        The encoding happens here, in the caller's thread; for large pictures in
+        async code prefer saving them to bytes in a worker thread first.
+        """
+        fmt = format.upper()
+        if fmt == "JPG":
+            fmt = "JPEG"
+        if fmt == "PNG" and image.mode not in _PNG_MODES:
+            image = image.convert("RGBA" if "A" in image.mode else "RGB")
+        elif fmt == "JPEG" and image.mode not in ("RGB", "L", "CMYK"):
+            image = image.convert("RGB")
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt)
+        return cls(image=buffer.getvalue(), image_mimetype=f"image/{fmt.lower()}", **kwargs)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview, **kwargs: Any) -> ImageBlock:
+        """Wrap raw image bytes (their real type is recognised when the call is prepared)."""
+        return cls(image=bytes(data), **kwargs)
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str], **kwargs: Any) -> ImageBlock:
+        """Refer to an image file; it is read off the event loop when the call is prepared."""
+        return cls(path=Path(path), **kwargs)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> ImageBlock:
+        """Refer to an image by ``http(s)://`` or ``data:`` URL."""
+        return cls(url=url, **kwargs)
+
+    @classmethod
+    def from_image(cls, value: ImageInput, **kwargs: Any) -> ImageBlock:
+        """Any image form: bytes, a path (``str`` or ``pathlib.Path``), a URL, a PIL image.
+
+        A ``str`` starting with ``http://``, ``https://`` or ``data:`` is a URL;
+        any other ``str`` is a file path.
+
+        Raises:
+            InvalidImageError: the value is none of these.
+        """
+        if isinstance(value, ImageBlock):
+            return value
+        if isinstance(value, ImageDocument):
+            return value.to_block()
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return cls.from_bytes(value, **kwargs)
+        if isinstance(value, str):
+            if value.startswith(_URL_PREFIXES):
+                return cls.from_url(value, **kwargs)
+            return cls.from_path(value, **kwargs)
+        if isinstance(value, os.PathLike):
+            return cls.from_path(value, **kwargs)
+        if hasattr(value, "save") and hasattr(value, "mode"):
+            return cls.from_pil(value, **kwargs)
+        raise InvalidImageError(
+            f"cannot make an image of a {type(value).__name__}; pass bytes, a path, "
+            "an http(s) or data: URL, or a PIL image"
+        )
+
+
+ImageInput = Union[
+    bytes, bytearray, memoryview, str, "os.PathLike[str]", "PILImage", "ImageBlock", "ImageDocument"
+]
+"""What ``from_image`` takes: raw bytes, a path, a URL, a PIL image (or the block itself)."""
 
 ContentBlock = Union[TextBlock, ImageBlock]  # noqa: UP007 - a runtime alias on 3.10
 
@@ -201,7 +270,7 @@ class ImageDocument:
     """
 
     image: str | None = field(default=None, repr=False)
-    image_path: str | None = None
+    image_path: str | None = field(default=None, converter=_to_path_text)
     image_url: str | None = None
     image_mimetype: str | None = None
     text: str = ""
@@ -225,6 +294,47 @@ class ImageDocument:
         assert block.image is not None
         kwargs.setdefault("image_mimetype", block.image_mimetype)
         return cls.from_bytes(block.image, **kwargs)
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str], **kwargs: Any) -> ImageDocument:
+        """Refer to an image file (``str`` or ``pathlib.Path``); it is read when the call runs."""
+        return cls(image_path=os.fspath(path), **kwargs)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> ImageDocument:
+        """Refer to an image by ``http(s)://`` or ``data:`` URL."""
+        return cls(image_url=url, **kwargs)
+
+    @classmethod
+    def from_image(cls, value: ImageInput, **kwargs: Any) -> ImageDocument:
+        """Any image form: bytes, a path (``str`` or ``pathlib.Path``), a URL, a PIL image.
+
+        A ``str`` starting with ``http://``, ``https://`` or ``data:`` is a URL;
+        any other ``str`` is a file path.
+        """
+        if isinstance(value, ImageDocument):
+            return value
+        if isinstance(value, ImageBlock):
+            if value.image is not None:
+                kwargs.setdefault("image_mimetype", value.image_mimetype)
+                return cls.from_bytes(value.image, **kwargs)
+            if value.path is not None:
+                return cls.from_path(value.path, **kwargs)
+            return cls.from_url(value.url or "", **kwargs)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return cls.from_bytes(bytes(value), **kwargs)
+        if isinstance(value, str):
+            if value.startswith(_URL_PREFIXES):
+                return cls.from_url(value, **kwargs)
+            return cls.from_path(value, **kwargs)
+        if isinstance(value, os.PathLike):
+            return cls.from_path(value, **kwargs)
+        if hasattr(value, "save") and hasattr(value, "mode"):
+            return cls.from_pil(value, **kwargs)
+        raise InvalidImageError(
+            f"cannot make an image of a {type(value).__name__}; pass bytes, a path, "
+            "an http(s) or data: URL, or a PIL image"
+        )
 
     def to_block(self) -> ImageBlock:
         """The same image as a message :class:`ImageBlock`."""
