@@ -426,9 +426,16 @@ class MultiModalLLM:
             for last in chunks:
                 yield last
         except MMStreamError as exc:
-            if exc.partial is None and last is not None:
-                exc.partial = last
             exc.provider = exc.provider or provider.name
+            partial = exc.partial
+            if partial is None:
+                exc.partial = last
+            elif len(partial.text) > (seen := len(last.text) if last is not None else 0):
+                # The decoder failed in the middle of a read: deliver the text it had
+                # decoded before the error, then raise (nothing received is lost).
+                last = ChatResponse(text=partial._text, delta=partial.text[seen:])
+                exc.partial = last
+                yield last
             raise
         finally:
             await body.aclose()  # type: ignore[attr-defined]
