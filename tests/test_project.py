@@ -48,7 +48,7 @@ def test_public_classes_report_the_package_as_their_module() -> None:
 
 def _pure_files() -> list[Path]:
     files = [PACKAGE / f"{name}.py" for name in PURE]
-    files += [p for p in (PACKAGE / "providers").glob("*.py")]
+    files += list((PACKAGE / "providers").glob("*.py"))
     return files
 
 
@@ -104,7 +104,8 @@ def test_pure_modules_load_without_httpx_or_anyio_in_a_fresh_process() -> None:
         import importlib.util, sys, types
         pkg = types.ModuleType("mmstream"); pkg.__path__ = [{str(PACKAGE)!r}]
         sys.modules["mmstream"] = pkg
-        prov = types.ModuleType("mmstream.providers"); prov.__path__ = [{str(PACKAGE / "providers")!r}]
+        prov = types.ModuleType("mmstream.providers")
+        prov.__path__ = [{str(PACKAGE / "providers")!r}]
         sys.modules["mmstream.providers"] = prov
         import mmstream.content, mmstream.responses, mmstream.request, mmstream.sse
         import mmstream.errors, mmstream.images, mmstream.providers.base, mmstream.providers.offline
