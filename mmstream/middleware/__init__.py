@@ -27,8 +27,12 @@ from mmstream.middleware.tracing import TraceRecord, Tracing
 __all__ = [
     "CallNext",
     "Callbacks",
+    "Fallback",
     "Logging",
     "Middleware",
+    "RateLimit",
+    "Retry",
+    "Timeout",
     "TraceRecord",
     "Tracing",
     "compose",
@@ -37,6 +41,10 @@ __all__ = [
 _LAZY = {
     "Callbacks": "mmstream.middleware.callbacks",
     "Logging": "mmstream.middleware.logging",
+    "Retry": "mmstream.middleware.retry",
+    "Timeout": "mmstream.middleware.timeout",
+    "RateLimit": "mmstream.middleware.ratelimit",
+    "Fallback": "mmstream.middleware.fallback",
 }
 
 
