@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+pytest_plugins = ["mmstream.testing.pytest_plugin"]
+
 
 @pytest.fixture(
     params=[

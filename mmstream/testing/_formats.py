@@ -1,0 +1,895 @@
+"""The providers' wire formats, rendered to bytes: routing, prompts, streams, errors.
+
+Pure functions (no I/O). Each API's stream is rendered as three lists of
+frames: ``head`` (before the first content event), ``chunks`` (one frame per
+text piece) and ``tail`` (finish, usage and the completion signal), so the
+server can pace them and faults can cut or splice them.
+
+The shapes follow the providers' documentation:
+
+- OpenAI Chat Completions streaming, ``stream_options.include_usage``:
+  https://platform.openai.com/docs/api-reference/chat-streaming and
+  https://platform.openai.com/docs/api-reference/chat/create#chat-create-stream_options
+  ("an additional chunk will be streamed before the ``data: [DONE]`` message
+  ... the ``choices`` field will always be an empty array; all other chunks
+  will also include a ``usage`` field, but with a null value").
+- Azure OpenAI: https://learn.microsoft.com/en-us/azure/ai-foundry/openai/reference
+  (``api-key`` header, ``api-version`` query, ``prompt_filter_results`` in a
+  first chunk with empty ``choices``, ``content_filter_results`` per choice).
+- Anthropic Messages streaming: https://docs.anthropic.com/en/api/messages-streaming
+  and errors: https://docs.anthropic.com/en/api/errors (``request-id`` header,
+  ``{"type": "error", "error": {...}}``, 529 ``overloaded_error``).
+- Gemini: https://ai.google.dev/api/generate-content#method:-models.streamgeneratecontent
+  and https://ai.google.dev/gemini-api/docs/troubleshooting (error ``status``
+  names; 429 carries ``google.rpc.RetryInfo``). With ``alt=sse`` events end in
+  ``\\r\\n\\r\\n``; without it the body is one JSON array streamed piecewise.
+- Ollama: https://github.com/ollama/ollama/blob/main/docs/api.md#generate-a-chat-completion
+  (NDJSON; the last line has ``done: true``, ``done_reason`` and durations in
+  nanoseconds) and https://github.com/ollama/ollama/blob/main/docs/api.md#errors.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from attrs import define, field
+
+from mmstream.testing._script import ToolCall
+
+__all__ = [
+    "API",
+    "Answer",
+    "Route",
+    "Stream",
+    "error_body",
+    "error_frame",
+    "html_error_body",
+    "malformed_frame",
+    "prompt_of",
+    "render_json",
+    "render_stream",
+    "route",
+]
+
+API = Literal["openai", "azure", "anthropic", "gemini", "ollama"]
+
+_AZURE_DEPLOYMENT = re.compile(r"^/openai/deployments/([^/]+)/chat/completions$")
+_GEMINI = re.compile(
+    r"^/(v1beta|v1|v1alpha)/models/([^/:]+):(streamGenerateContent|generateContent)$"
+)
+
+
+@define(slots=True)
+class Route:
+    """Which API a request path speaks, and what the path says about the call."""
+
+    api: API
+    model: str | None = None
+    stream: bool | None = None
+    deployment: str | None = None
+    sse: bool = True
+
+
+def route(method: str, path: str, query: Mapping[str, str]) -> Route | None:
+    """The API a ``POST`` path belongs to, or ``None`` when no provider serves it."""
+    if method != "POST":
+        return None
+    if path == "/openai/v1/chat/completions":
+        return Route(api="azure")
+    match = _AZURE_DEPLOYMENT.match(path)
+    if match:
+        return Route(api="azure", deployment=match.group(1))
+    if path.endswith("/chat/completions"):
+        return Route(api="openai")
+    if path.endswith("/v1/messages"):
+        return Route(api="anthropic")
+    if path == "/api/chat":
+        return Route(api="ollama")
+    match = _GEMINI.match(path)
+    if match:
+        streaming = match.group(3) == "streamGenerateContent"
+        return Route(
+            api="gemini",
+            model=match.group(2),
+            stream=streaming,
+            sse=streaming and query.get("alt") == "sse",
+        )
+    return None
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+def prompt_of(api: API, body: Any) -> tuple[str, int]:
+    """The text of the last user message and the number of images in the whole request."""
+    if not isinstance(body, dict):
+        return "", 0
+    if api == "gemini":
+        return _gemini_prompt(body)
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return "", 0
+    text = ""
+    images = 0
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        texts: list[str] = []
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            for part in content:
+                if not isinstance(part, dict):
+                    continue
+                kind = part.get("type")
+                if kind == "text" and isinstance(part.get("text"), str):
+                    texts.append(part["text"])
+                elif kind in ("image_url", "image", "input_image"):
+                    images += 1
+        if api == "ollama" and isinstance(message.get("images"), list):
+            images += len(message["images"])
+        if message.get("role") == "user":
+            text = " ".join(texts)
+    return text, images
+
+
+def _gemini_prompt(body: dict[str, Any]) -> tuple[str, int]:
+    contents = body.get("contents")
+    if isinstance(contents, dict):
+        contents = [contents]
+    if not isinstance(contents, list):
+        return "", 0
+    text = ""
+    images = 0
+    for content in contents:
+        if not isinstance(content, dict):
+            continue
+        texts: list[str] = []
+        for part in content.get("parts") or []:
+            if not isinstance(part, dict):
+                continue
+            if isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif any(k in part for k in ("inline_data", "inlineData", "file_data", "fileData")):
+                images += 1
+        if content.get("role", "user") == "user":
+            text = " ".join(texts)
+    return text, images
+
+
+# --------------------------------------------------------------------------- answers
+
+
+@define(slots=True)
+class Answer:
+    """Everything one rendered answer needs, computed once per request."""
+
+    api: API
+    model: str
+    pieces: list[str]
+    input_tokens: int
+    output_tokens: int
+    finish_reason: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    include_usage: bool = False
+    sse: bool = True
+    request_id: str = "req_0"
+    serial: int = 0
+    created: int = 0
+
+    @property
+    def text(self) -> str:
+        """The full streamed text."""
+        return "".join(self.pieces)
+
+
+@define(slots=True)
+class Stream:
+    """A rendered streaming body: frames before, per text piece, and after the content."""
+
+    content_type: str
+    head: list[bytes] = field(factory=list)
+    chunks: list[bytes] = field(factory=list)
+    tail: list[bytes] = field(factory=list)
+
+
+_FINISH: dict[str, dict[str, str]] = {
+    "openai": {},
+    "azure": {},
+    "anthropic": {
+        "stop": "end_turn",
+        "length": "max_tokens",
+        "tool_calls": "tool_use",
+        "content_filter": "refusal",
+    },
+    "gemini": {
+        "stop": "STOP",
+        "length": "MAX_TOKENS",
+        "tool_calls": "STOP",
+        "content_filter": "SAFETY",
+    },
+    "ollama": {"tool_calls": "stop", "content_filter": "stop"},
+}
+
+
+def _finish(answer: Answer) -> str:
+    return _FINISH[answer.api].get(answer.finish_reason, answer.finish_reason)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _tool_id(answer: Answer, index: int, call: ToolCall) -> str:
+    if call.id is not None:
+        return call.id
+    prefix = "toolu_" if answer.api == "anthropic" else "call_"
+    return f"{prefix}mmstream{answer.serial}x{index}"
+
+
+def _argument_fragments(arguments: Mapping[str, Any]) -> list[str]:
+    """JSON text of the arguments cut in a few fragments, as models stream them."""
+    text = _dumps(dict(arguments))
+    size = max(1, len(text) // 3 + 1)
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def render_stream(answer: Answer, *, end: bool = True) -> Stream:
+    """The streaming body of ``answer``; ``end=False`` leaves out the completion signal."""
+    renderer: Callable[[Answer, bool], Stream] = _STREAMERS[answer.api]
+    return renderer(answer, end)
+
+
+def render_json(answer: Answer) -> bytes:
+    """The non-streaming response body of ``answer``."""
+    return _dumps(_JSONERS[answer.api](answer)).encode()
+
+
+# ---- OpenAI / Azure ----------------------------------------------------------------
+
+_AZURE_FILTER = {
+    "hate": {"filtered": False, "severity": "safe"},
+    "self_harm": {"filtered": False, "severity": "safe"},
+    "sexual": {"filtered": False, "severity": "safe"},
+    "violence": {"filtered": False, "severity": "safe"},
+}
+
+
+def _openai_usage(answer: Answer) -> dict[str, Any]:
+    return {
+        "prompt_tokens": answer.input_tokens,
+        "completion_tokens": answer.output_tokens,
+        "total_tokens": answer.input_tokens + answer.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+def _openai_stream(answer: Answer, end: bool) -> Stream:
+    azure = answer.api == "azure"
+    envelope = (
+        f'{{"id":"chatcmpl-mmstream{answer.serial}","object":"chat.completion.chunk",'
+        f'"created":{answer.created},"model":{_dumps(answer.model)},'
+        f'"system_fingerprint":"fp_mmstream","choices":['
+    )
+    usage_null = ',"usage":null' if answer.include_usage else ""
+    filters = f',"content_filter_results":{_dumps(_AZURE_FILTER)}' if azure else ""
+    close = f"]{usage_null}}}\n\n"
+    stream = Stream(content_type="text/event-stream; charset=utf-8")
+    if azure:
+        prompt_filter = {
+            "choices": [],
+            "created": 0,
+            "id": "",
+            "model": "",
+            "object": "",
+            "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": _AZURE_FILTER}],
+        }
+        stream.head.append(f"data: {_dumps(prompt_filter)}\n\n".encode())
+    role_content = "null" if answer.tool_calls and not answer.pieces else '""'
+    role_filters = ',"content_filter_results":{}' if azure else ""
+    stream.head.append(
+        (
+            f'data: {envelope}{{"index":0,"delta":{{"role":"assistant","content":{role_content},'
+            f'"refusal":null}}{role_filters},"logprobs":null,"finish_reason":null}}{close}'
+        ).encode()
+    )
+    prefix = f'data: {envelope}{{"index":0,"delta":{{"content":'
+    suffix = f'}}{filters},"logprobs":null,"finish_reason":null}}{close}'
+    stream.chunks = [f"{prefix}{_dumps(p)}{suffix}".encode() for p in answer.pieces]
+    for index, call in enumerate(answer.tool_calls):
+        first = {
+            "index": index,
+            "id": _tool_id(answer, index, call),
+            "type": "function",
+            "function": {"name": call.name, "arguments": ""},
+        }
+        frames = [first] + [
+            {"index": index, "function": {"arguments": fragment}}
+            for fragment in _argument_fragments(call.arguments)
+        ]
+        for frame in frames:
+            delta = _dumps({"tool_calls": [frame]})
+            stream.tail.append(
+                (
+                    f'data: {envelope}{{"index":0,"delta":{delta},'
+                    f'"logprobs":null,"finish_reason":null}}{close}'
+                ).encode()
+            )
+    stream.tail.append(
+        (
+            f'data: {envelope}{{"index":0,"delta":{{}}{filters},"logprobs":null,'
+            f'"finish_reason":{_dumps(_finish(answer))}}}{close}'
+        ).encode()
+    )
+    if answer.include_usage:
+        stream.tail.append(
+            f'data: {envelope}],"usage":{_dumps(_openai_usage(answer))}}}\n\n'.encode()
+        )
+    if end:
+        stream.tail.append(b"data: [DONE]\n\n")
+    return stream
+
+
+def _openai_json(answer: Answer) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": answer.text if answer.pieces or not answer.tool_calls else None,
+        "refusal": None,
+        "annotations": [],
+    }
+    if answer.tool_calls:
+        message["tool_calls"] = [
+            {
+                "id": _tool_id(answer, index, call),
+                "type": "function",
+                "function": {"name": call.name, "arguments": _dumps(dict(call.arguments))},
+            }
+            for index, call in enumerate(answer.tool_calls)
+        ]
+    choice: dict[str, Any] = {
+        "index": 0,
+        "message": message,
+        "logprobs": None,
+        "finish_reason": _finish(answer),
+    }
+    body: dict[str, Any] = {
+        "id": f"chatcmpl-mmstream{answer.serial}",
+        "object": "chat.completion",
+        "created": answer.created,
+        "model": answer.model,
+        "choices": [choice],
+        "usage": _openai_usage(answer),
+        "system_fingerprint": "fp_mmstream",
+    }
+    if answer.api == "azure":
+        choice["content_filter_results"] = _AZURE_FILTER
+        body["prompt_filter_results"] = [
+            {"prompt_index": 0, "content_filter_results": _AZURE_FILTER}
+        ]
+    return body
+
+
+# ---- Anthropic -----------------------------------------------------------------------
+
+
+def _sse(event: str, data: str) -> bytes:
+    return f"event: {event}\ndata: {data}\n\n".encode()
+
+
+def _anthropic_stream(answer: Answer, end: bool) -> Stream:
+    stream = Stream(content_type="text/event-stream; charset=utf-8")
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": f"msg_mmstream{answer.serial}",
+            "type": "message",
+            "role": "assistant",
+            "model": answer.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": answer.input_tokens,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+                "output_tokens": 1,
+            },
+        },
+    }
+    stream.head.append(_sse("message_start", _dumps(start)))
+    index = 0
+    if answer.pieces:
+        stream.head.append(
+            _sse(
+                "content_block_start",
+                '{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}',
+            )
+        )
+        stream.head.append(_sse("ping", '{"type": "ping"}'))
+        prefix = (
+            'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+            '"delta":{"type":"text_delta","text":'
+        )
+        stream.chunks = [f"{prefix}{_dumps(p)}}}}}\n\n".encode() for p in answer.pieces]
+        stream.tail.append(_sse("content_block_stop", '{"type":"content_block_stop","index":0}'))
+        index = 1
+    else:
+        stream.head.append(_sse("ping", '{"type": "ping"}'))
+    for offset, call in enumerate(answer.tool_calls):
+        block = index + offset
+        begin = {
+            "type": "content_block_start",
+            "index": block,
+            "content_block": {
+                "type": "tool_use",
+                "id": _tool_id(answer, offset, call),
+                "name": call.name,
+                "input": {},
+            },
+        }
+        stream.tail.append(_sse("content_block_start", _dumps(begin)))
+        for fragment in _argument_fragments(call.arguments):
+            delta = {
+                "type": "content_block_delta",
+                "index": block,
+                "delta": {"type": "input_json_delta", "partial_json": fragment},
+            }
+            stream.tail.append(_sse("content_block_delta", _dumps(delta)))
+        stream.tail.append(
+            _sse("content_block_stop", _dumps({"type": "content_block_stop", "index": block}))
+        )
+    message_delta = {
+        "type": "message_delta",
+        "delta": {"stop_reason": _finish(answer), "stop_sequence": None},
+        "usage": {"output_tokens": answer.output_tokens},
+    }
+    stream.tail.append(_sse("message_delta", _dumps(message_delta)))
+    if end:
+        stream.tail.append(_sse("message_stop", '{"type":"message_stop"}'))
+    return stream
+
+
+def _anthropic_json(answer: Answer) -> dict[str, Any]:
+    content: list[dict[str, Any]] = []
+    if answer.pieces:
+        content.append({"type": "text", "text": answer.text})
+    content.extend(
+        {
+            "type": "tool_use",
+            "id": _tool_id(answer, index, call),
+            "name": call.name,
+            "input": dict(call.arguments),
+        }
+        for index, call in enumerate(answer.tool_calls)
+    )
+    return {
+        "id": f"msg_mmstream{answer.serial}",
+        "type": "message",
+        "role": "assistant",
+        "model": answer.model,
+        "content": content,
+        "stop_reason": _finish(answer),
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": answer.input_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": answer.output_tokens,
+        },
+    }
+
+
+# ---- Gemini ----------------------------------------------------------------------------
+
+
+def _gemini_usage(answer: Answer, candidates: int) -> dict[str, Any]:
+    return {
+        "promptTokenCount": answer.input_tokens,
+        "candidatesTokenCount": candidates,
+        "totalTokenCount": answer.input_tokens + candidates,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": answer.input_tokens}],
+    }
+
+
+def _gemini_event(answer: Answer, parts: list[dict[str, Any]], done: bool, count: int) -> str:
+    candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}}
+    if done:
+        candidate["finishReason"] = _finish(answer)
+    candidate["index"] = 0
+    return _dumps(
+        {
+            "candidates": [candidate],
+            "usageMetadata": _gemini_usage(answer, count),
+            "modelVersion": answer.model,
+            "responseId": f"mmstream{answer.serial}",
+        }
+    )
+
+
+def _gemini_final_parts(answer: Answer) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = [
+        {"functionCall": {"name": call.name, "args": dict(call.arguments)}}
+        for call in answer.tool_calls
+    ]
+    return parts or [{"text": ""}]
+
+
+def _gemini_stream(answer: Answer, end: bool) -> Stream:
+    total = len(answer.pieces)
+    # Each event reports a cumulative usage snapshot, growing to output_tokens.
+    counts = [(i + 1) * answer.output_tokens // total if total else 0 for i in range(total)]
+    if answer.sse:
+        stream = Stream(content_type="text/event-stream")
+        stream.chunks = [
+            f"data: {_gemini_event(answer, [{'text': p}], False, c)}\r\n\r\n".encode()
+            for p, c in zip(answer.pieces, counts, strict=True)
+        ]
+        if end:
+            final = _gemini_event(answer, _gemini_final_parts(answer), True, answer.output_tokens)
+            stream.tail.append(f"data: {final}\r\n\r\n".encode())
+        return stream
+    # Without alt=sse the body is one JSON array, streamed element by element.
+    stream = Stream(content_type="application/json; charset=UTF-8")
+    events = [
+        _gemini_event(answer, [{"text": p}], False, c)
+        for p, c in zip(answer.pieces, counts, strict=True)
+    ]
+    stream.chunks = [
+        (("[" if i == 0 else ",\r\n") + event).encode() for i, event in enumerate(events)
+    ]
+    if end:
+        final = _gemini_event(answer, _gemini_final_parts(answer), True, answer.output_tokens)
+        stream.tail.append(((",\r\n" if events else "[") + final + "]").encode())
+    else:
+        stream.tail.append(b"]" if events else b"[]")
+    return stream
+
+
+def _gemini_json(answer: Answer) -> dict[str, Any]:
+    parts: list[dict[str, Any]] = [{"text": answer.text}] if answer.pieces else []
+    parts.extend(
+        {"functionCall": {"name": call.name, "args": dict(call.arguments)}}
+        for call in answer.tool_calls
+    )
+    return {
+        "candidates": [
+            {
+                "content": {"parts": parts or [{"text": ""}], "role": "model"},
+                "finishReason": _finish(answer),
+                "index": 0,
+            }
+        ],
+        "usageMetadata": _gemini_usage(answer, answer.output_tokens),
+        "modelVersion": answer.model,
+        "responseId": f"mmstream{answer.serial}",
+    }
+
+
+# ---- Ollama ----------------------------------------------------------------------------
+
+_OLLAMA_TIME = "2025-01-01T00:00:00.000000Z"
+
+
+def _ollama_tool_calls(answer: Answer) -> list[dict[str, Any]]:
+    return [
+        {"function": {"name": call.name, "arguments": dict(call.arguments)}}
+        for call in answer.tool_calls
+    ]
+
+
+def _ollama_final(answer: Answer) -> dict[str, Any]:
+    return {
+        "model": answer.model,
+        "created_at": _OLLAMA_TIME,
+        "message": {"role": "assistant", "content": ""},
+        "done_reason": _finish(answer),
+        "done": True,
+        "total_duration": 1_000_000 * (answer.output_tokens + 1),
+        "load_duration": 100_000,
+        "prompt_eval_count": answer.input_tokens,
+        "prompt_eval_duration": 10_000 * answer.input_tokens,
+        "eval_count": answer.output_tokens,
+        "eval_duration": 1_000_000 * answer.output_tokens,
+    }
+
+
+def _ollama_stream(answer: Answer, end: bool) -> Stream:
+    stream = Stream(content_type="application/x-ndjson")
+    prefix = (
+        f'{{"model":{_dumps(answer.model)},"created_at":"{_OLLAMA_TIME}",'
+        '"message":{"role":"assistant","content":'
+    )
+    stream.chunks = [f'{prefix}{_dumps(p)}}},"done":false}}\n'.encode() for p in answer.pieces]
+    if answer.tool_calls:
+        # Ollama sends the calls whole, in a message line of their own before the last line.
+        calls = {
+            "model": answer.model,
+            "created_at": _OLLAMA_TIME,
+            "message": {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": _ollama_tool_calls(answer),
+            },
+            "done": False,
+        }
+        stream.tail.append(f"{_dumps(calls)}\n".encode())
+    if end:
+        stream.tail.append(f"{_dumps(_ollama_final(answer))}\n".encode())
+    return stream
+
+
+def _ollama_json(answer: Answer) -> dict[str, Any]:
+    body = _ollama_final(answer)
+    body["message"]["content"] = answer.text
+    if answer.tool_calls:
+        body["message"]["tool_calls"] = _ollama_tool_calls(answer)
+    return body
+
+
+_STREAMERS: dict[str, Callable[[Answer, bool], Stream]] = {
+    "openai": _openai_stream,
+    "azure": _openai_stream,
+    "anthropic": _anthropic_stream,
+    "gemini": _gemini_stream,
+    "ollama": _ollama_stream,
+}
+_JSONERS: dict[str, Callable[[Answer], dict[str, Any]]] = {
+    "openai": _openai_json,
+    "azure": _openai_json,
+    "anthropic": _anthropic_json,
+    "gemini": _gemini_json,
+    "ollama": _ollama_json,
+}
+
+
+# --------------------------------------------------------------------------- errors
+
+_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    408: "Request Timeout",
+    409: "Conflict",
+    413: "Request Entity Too Large",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+    529: "Site is overloaded",
+}
+
+
+def reason_phrase(status: int) -> str:
+    """The status line's reason phrase."""
+    return _REASONS.get(status, "OK" if status < 300 else "Error")
+
+
+_OPENAI_ERRORS: dict[int, tuple[str, str | None, str]] = {
+    400: ("invalid_request_error", None, "Invalid request: check the request body."),
+    401: (
+        "invalid_request_error",
+        "invalid_api_key",
+        "Incorrect API key provided. You can find your API key at "
+        "https://platform.openai.com/account/api-keys.",
+    ),
+    403: (
+        "invalid_request_error",
+        "unsupported_country_region_territory",
+        "Country, region, or territory not supported",
+    ),
+    404: (
+        "invalid_request_error",
+        "model_not_found",
+        "The model does not exist or you do not have access to it.",
+    ),
+    413: ("invalid_request_error", "request_too_large", "Request too large."),
+    429: (
+        "requests",
+        "rate_limit_exceeded",
+        "Rate limit reached for requests. Please try again in 1s.",
+    ),
+    500: (
+        "server_error",
+        None,
+        "The server had an error while processing your request. Sorry about that!",
+    ),
+    503: ("server_error", None, "The engine is currently overloaded, please try again later."),
+}
+
+_ANTHROPIC_ERRORS: dict[int, tuple[str, str]] = {
+    400: (
+        "invalid_request_error",
+        "There was an issue with the format or content of your request.",
+    ),
+    401: ("authentication_error", "invalid x-api-key"),
+    403: (
+        "permission_error",
+        "Your API key does not have permission to use the specified resource.",
+    ),
+    404: ("not_found_error", "The requested resource could not be found."),
+    413: ("request_too_large", "Request exceeds the maximum allowed number of bytes."),
+    429: ("rate_limit_error", "This request would exceed the rate limit for your organization."),
+    500: ("api_error", "Internal server error"),
+    504: ("timeout_error", "Request timed out"),
+    529: ("overloaded_error", "Overloaded"),
+}
+
+_GEMINI_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("INVALID_ARGUMENT", "Request contains an invalid argument."),
+    401: ("UNAUTHENTICATED", "Request had invalid authentication credentials."),
+    403: ("PERMISSION_DENIED", "The caller does not have permission"),
+    404: ("NOT_FOUND", "Requested entity was not found."),
+    409: ("ABORTED", "The operation was aborted."),
+    413: ("INVALID_ARGUMENT", "Request payload size exceeds the limit."),
+    429: ("RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
+    500: (
+        "INTERNAL",
+        "An internal error has occurred. Please retry or report in "
+        "https://developers.generativeai.google/guide/troubleshooting",
+    ),
+    503: ("UNAVAILABLE", "The model is overloaded. Please try again later."),
+    504: ("DEADLINE_EXCEEDED", "The request timed out. Please try again."),
+}
+
+_OLLAMA_ERRORS: dict[int, str] = {
+    400: "invalid request",
+    404: "model not found, try pulling it first",
+    429: "server busy, please try again.  maximum pending requests exceeded",
+    500: "an error was encountered while running the model",
+    503: "server busy, please try again.  maximum pending requests exceeded",
+}
+
+
+def _nearest(table: Mapping[int, Any], status: int) -> Any:
+    if status in table:
+        return table[status]
+    return table[500] if status >= 500 else table[400]
+
+
+def error_body(
+    api: API,
+    status: int,
+    message: str | None = None,
+    *,
+    error_type: str | None = None,
+    retry_delay: str | None = None,
+) -> dict[str, Any]:
+    """The provider's JSON error body for ``status``.
+
+    ``error_type`` replaces the type: OpenAI's ``type`` and ``code`` (e.g.
+    ``"insufficient_quota"``), Azure's ``code`` (e.g. ``"content_filter"``),
+    Anthropic's ``error.type``, Gemini's ``status``.
+    """
+    if api == "openai":
+        kind, code, default = _nearest(_OPENAI_ERRORS, status)
+        if error_type is not None:
+            kind = code = error_type
+        return {"error": {"message": message or default, "type": kind, "param": None, "code": code}}
+    if api == "azure":
+        _, _, default = _nearest(_OPENAI_ERRORS, status)
+        if status == 429 and message is None:
+            default = (
+                "Requests to the ChatCompletions_Create Operation under Azure OpenAI API "
+                "have exceeded token rate limit of your current pricing tier. Please retry "
+                f"after {retry_delay or '30'} seconds."
+            )
+        if status == 401 and message is None:
+            default = (
+                "Access denied due to invalid subscription key or wrong API endpoint. Make "
+                "sure to provide a valid key for an active subscription and use a correct "
+                "regional API endpoint for your resource."
+            )
+        error: dict[str, Any] = {"code": error_type or str(status), "message": message or default}
+        if error_type == "content_filter":
+            error.update(
+                {
+                    "message": message
+                    or "The response was filtered due to the prompt triggering Azure OpenAI's "
+                    "content management policy.",
+                    "param": "prompt",
+                    "type": None,
+                    "status": status,
+                    "innererror": {
+                        "code": "ResponsibleAIPolicyViolation",
+                        "content_filter_result": {
+                            **_AZURE_FILTER,
+                            "violence": {"filtered": True, "severity": "high"},
+                        },
+                    },
+                }
+            )
+        return {"error": error}
+    if api == "anthropic":
+        kind, default = _nearest(_ANTHROPIC_ERRORS, status)
+        return {
+            "type": "error",
+            "error": {"type": error_type or kind, "message": message or default},
+        }
+    if api == "gemini":
+        name, default = _nearest(_GEMINI_ERRORS, status)
+        details: list[dict[str, Any]] = []
+        if status == 429:
+            details = [
+                {
+                    "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                    "violations": [
+                        {
+                            "quotaMetric": "generativelanguage.googleapis.com/"
+                            "generate_content_free_tier_requests",
+                            "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+                        }
+                    ],
+                },
+                {
+                    "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                    "retryDelay": f"{retry_delay or '30'}s",
+                },
+            ]
+        body: dict[str, Any] = {
+            "code": status,
+            "message": message or default,
+            "status": error_type or name,
+        }
+        if details:
+            body["details"] = details
+        return {"error": body}
+    return {"error": message or _nearest(_OLLAMA_ERRORS, status)}
+
+
+def html_error_body(status: int) -> bytes:
+    """The HTML page a reverse proxy (nginx) sends for an error status."""
+    title = f"{status} {reason_phrase(status)}"
+    return (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{title}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+        "</body>\r\n</html>\r\n"
+    ).encode()
+
+
+_IN_STREAM_STATUS = {"openai": 500, "azure": 500, "anthropic": 529, "gemini": 503, "ollama": 500}
+
+
+def error_frame(api: API, sse: bool, status: int | None, message: str | None) -> bytes:
+    """The provider's in-stream error event (sent inside a 200 response)."""
+    code = status or _IN_STREAM_STATUS[api]
+    if api == "anthropic":
+        body = error_body(api, code, message)
+        return _sse("error", _dumps(body))
+    if api == "ollama":
+        text = message or (
+            "an error was encountered while running the model"
+            if code != 529
+            else "server overloaded"
+        )
+        return f"{_dumps({'error': text})}\n".encode()
+    if api == "gemini":
+        data = _dumps(error_body(api, code, message))
+        return f"data: {data}\r\n\r\n".encode() if sse else f",\r\n{data}".encode()
+    return f"data: {_dumps(error_body('openai', code, message))}\n\n".encode()
+
+
+def malformed_frame(api: API, sse: bool) -> bytes:
+    """An event whose JSON is cut short (a truncated write by a broken proxy)."""
+    if api == "anthropic":
+        return (
+            b"event: content_block_delta\n"
+            b'data: {"type":"content_block_delta","index":0,"delta":{\n\n'
+        )
+    if api == "ollama":
+        return b'{"model":"broken","message":{"role":"assistant","content":\n'
+    if api == "gemini":
+        return b'data: {"candidates":[{"content":\r\n\r\n' if sse else b',\r\n{"candidates":[{'
+    return b'data: {"id":"chatcmpl-broken","choices":[{"delta":\n\n'

@@ -1,0 +1,951 @@
+"""The loopback HTTP/1.1 server: connections, request parsing, recording, pacing, faults.
+
+A small hand-written HTTP/1.1 server on an anyio TCP listener, so it runs on
+asyncio and trio alike. It keeps connections alive (clients reuse them), frames
+streams with chunked transfer encoding, and watches the receive side while it
+answers, so a client that leaves mid-stream is noticed at once.
+
+It must not be the bottleneck of a benchmark: each answer is rendered to bytes
+before the first write, and without a pause the whole body goes out in a few
+large writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Literal, final
+from urllib.parse import parse_qsl, urlsplit
+
+import anyio
+import anyio.abc
+from anyio.abc import SocketAttribute
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from attrs import field, frozen
+
+from mmstream.testing._formats import (
+    API,
+    Answer,
+    Route,
+    error_body,
+    error_frame,
+    html_error_body,
+    malformed_frame,
+    prompt_of,
+    reason_phrase,
+    render_json,
+    render_stream,
+    route,
+)
+from mmstream.testing._script import IMAGE_TOKENS, Fault, Script, answer_text, split_text
+
+__all__ = ["Disconnect", "RecordedRequest", "TestServer"]
+
+#: largest request head accepted (status line + headers).
+_MAX_HEAD = 64 * 1024
+#: largest single write; bigger bodies are cut so a disconnect is noticed between writes.
+_WRITE = 256 * 1024
+
+
+@final
+@frozen(kw_only=True)
+class RecordedRequest:
+    """One request the server received, as it arrived, with what it answered.
+
+    Attributes:
+        method, path, query: the request line (``query`` last value wins;
+            ``raw_query`` keeps the string).
+        headers: lower-cased names; repeated headers joined with ``", "``.
+        body: the raw body bytes; ``json`` the parsed body (``None`` if not JSON).
+        time: ``time.time()`` on arrival; ``monotonic``: ``time.monotonic()``.
+        connection_id: which TCP connection carried it (1, 2, ...).
+        api: ``"openai"``, ``"azure"``, ``"anthropic"``, ``"gemini"``,
+            ``"ollama"``, or ``None`` for a path no provider serves.
+        status: the status answered (``None`` for a reset before the response).
+        stream: whether the answer was streamed.
+        answer: the text streamed (or sent) as the answer, ``""`` for errors.
+        faults: the faults applied (``fault``: the first one, or ``None``).
+        request_id: the request id header sent back.
+    """
+
+    method: str
+    path: str
+    query: Mapping[str, str]
+    raw_query: str
+    headers: Mapping[str, str] = field(repr=False)
+    body: bytes = field(repr=False)
+    json: Any = field(repr=False)
+    time: float
+    monotonic: float
+    connection_id: int
+    api: API | None
+    status: int | None
+    stream: bool
+    answer: str = field(repr=False)
+    faults: tuple[Fault, ...]
+    request_id: str | None
+
+    @property
+    def fault(self) -> Fault | None:
+        """The (first) fault applied to this request, if any."""
+        return self.faults[0] if self.faults else None
+
+
+@final
+@frozen(kw_only=True)
+class Disconnect:
+    """A client that closed (or reset) its connection while the server was answering.
+
+    Attributes:
+        connection_id: the connection that closed.
+        request: the request being answered.
+        chunks_sent: content events written before the client left.
+        monotonic: ``time.monotonic()`` when the server noticed.
+    """
+
+    connection_id: int
+    request: RecordedRequest
+    chunks_sent: int
+    monotonic: float
+
+
+class _BadRequest(Exception):
+    pass
+
+
+@frozen
+class _Queued:
+    what: Script | tuple[Fault, ...]
+    path: str | None
+    api: str | None
+
+    def matches(self, path: str, api: str | None) -> bool:
+        if self.api is not None and self.api != api:
+            return False
+        return self.path is None or self.path in path
+
+
+class _Conn:
+    """One accepted TCP connection: its stream, id and unread bytes."""
+
+    __slots__ = ("buffer", "id", "stream")
+
+    def __init__(self, stream: anyio.abc.SocketStream, conn_id: int) -> None:
+        self.stream = stream
+        self.id = conn_id
+        self.buffer = bytearray()
+
+    async def read_request(
+        self,
+    ) -> tuple[str, str, str, dict[str, str], bytes] | None:
+        """The next request (method, target, version, headers, body), or ``None`` at EOF."""
+        buffer = self.buffer
+        while True:
+            end = buffer.find(b"\r\n\r\n")
+            if end >= 0:
+                break
+            if len(buffer) > _MAX_HEAD:
+                raise _BadRequest("request head too large")
+            try:
+                data = await self.stream.receive(65536)
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                if buffer.strip():
+                    raise _BadRequest("connection closed inside a request head") from None
+                return None
+            buffer += data
+        head = bytes(buffer[:end]).decode("latin-1")
+        del buffer[: end + 4]
+        lines = head.split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            raise _BadRequest(f"bad request line {lines[0]!r}")
+        method, target, version = parts
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, colon, value = line.partition(":")
+            if not colon:
+                raise _BadRequest(f"bad header line {line!r}")
+            key = name.strip().lower()
+            value = value.strip()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        if headers.get("expect", "").lower() == "100-continue":
+            await self.stream.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            body = await self._read_chunked()
+        else:
+            length = int(headers.get("content-length", "0") or "0")
+            body = await self._read_exactly(length)
+        return method, target, version, headers, body
+
+    async def _fill(self, size: int) -> None:
+        while len(self.buffer) < size:
+            try:
+                data = await self.stream.receive(max(65536, size - len(self.buffer)))
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                raise _BadRequest("connection closed inside a request body") from None
+            self.buffer += data
+
+    async def _read_exactly(self, size: int) -> bytes:
+        await self._fill(size)
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
+
+    async def _read_line(self) -> bytes:
+        while True:
+            end = self.buffer.find(b"\r\n")
+            if end >= 0:
+                line = bytes(self.buffer[:end])
+                del self.buffer[: end + 2]
+                return line
+            await self._fill(len(self.buffer) + 1)
+
+    async def _read_chunked(self) -> bytes:
+        parts: list[bytes] = []
+        while True:
+            size = int((await self._read_line()).split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                while await self._read_line():  # trailers
+                    pass
+                return b"".join(parts)
+            parts.append(await self._read_exactly(size))
+            await self._read_line()
+
+
+# A response plan: ("write", bytes, content events in it) | ("sleep", seconds) | end.
+_Step = tuple[Literal["write"], bytes, int] | tuple[Literal["sleep"], float]
+_End = Literal["finish", "close", "drop", "reset"]
+
+
+@final
+class TestServer:
+    """A loopback server speaking OpenAI, Azure OpenAI, Anthropic, Gemini and Ollama.
+
+    Use it as an async context manager (asyncio or trio), from a thread
+    (:meth:`start_in_thread`), from pytest (the ``mmstream_server`` fixture of
+    ``mmstream.testing.pytest_plugin``) or from the shell (``python -m
+    mmstream.testing``). It records every request, counts connections,
+    notices clients that leave mid-stream, and misbehaves on demand.
+
+    Args:
+        script: the default answer shape for every request (see :class:`Script`).
+        api_key: the only key accepted; ``None`` accepts any non-empty key.
+        require_auth: ``False`` skips the providers' key and header checks.
+        host: the address to listen on (loopback by default).
+        port: the port; 0 picks a free one.
+
+    Example::
+
+        async with TestServer() as server:
+            url = server.base_url + "/v1/chat/completions"
+            server.inject(Fault.http_status(429, retry_after=1))
+    """
+
+    __test__ = False  # not a pytest test class, whatever its name
+
+    def __init__(
+        self,
+        *,
+        script: Script | None = None,
+        api_key: str | None = None,
+        require_auth: bool = True,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.script = script or Script()
+        self.api_key = api_key
+        self.require_auth = require_auth
+        self.host = host
+        self.port = port
+        self.requests: list[RecordedRequest] = []
+        self.disconnects: list[Disconnect] = []
+        self.connections_opened = 0
+        self.connections_open = 0
+        self._queue: list[_Queued] = []
+        self._conn_ids = itertools.count(1)
+        self._serial = itertools.count(1)
+        self._changed: anyio.Event | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._portal: BlockingPortal | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (
+            f"TestServer(base_url={self.base_url!r}, requests={len(self.requests)}, "
+            f"connections_open={self.connections_open})"
+        )
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>``, without a trailing slash or version path."""
+        return f"http://{self.host}:{self.port}"
+
+    def url(self, path: str = "") -> str:
+        """``base_url`` joined with ``path`` (``server.url("/v1")`` for OpenAI's base URL)."""
+        return self.base_url + path
+
+    def enqueue(self, script: Script, *, path: str | None = None, api: str | None = None) -> None:
+        """Answer the next request matching ``path``/``api`` with ``script`` laid over the default.
+
+        ``path`` matches when it is a substring of the request path; ``api`` is
+        ``"openai"``, ``"azure"``, ``"anthropic"``, ``"gemini"`` or ``"ollama"``.
+        Queued scripts and faults are consumed in order.
+        """
+        with self._lock:
+            self._queue.append(_Queued(script, path, api))
+
+    def inject(
+        self, *faults: Fault, path: str | None = None, api: str | None = None, times: int = 1
+    ) -> None:
+        """Apply ``faults`` (together) to the next ``times`` requests matching ``path``/``api``."""
+        if not faults:
+            raise ValueError("inject() needs at least one Fault")
+        with self._lock:
+            for _ in range(times):
+                self._queue.append(_Queued(tuple(faults), path, api))
+
+    def clear(self) -> None:
+        """Forget recorded requests and disconnects, and drop queued scripts and faults."""
+        with self._lock:
+            self.requests.clear()
+            self.disconnects.clear()
+            self._queue.clear()
+
+    @property
+    def pending(self) -> int:
+        """How many queued scripts and faults are still waiting for a request."""
+        return len(self._queue)
+
+    async def wait_until(
+        self,
+        predicate: Callable[[TestServer], bool],
+        timeout: float = 5.0,  # noqa: ASYNC109 - a test helper's deadline, like trio.testing's
+    ) -> None:
+        """Wait until ``predicate(server)`` holds (checked at every request and connection change).
+
+        Raises:
+            TimeoutError: it did not hold within ``timeout`` seconds.
+        """
+        with anyio.fail_after(timeout):
+            while not predicate(self):
+                assert self._changed is not None, "the server is not running"
+                await self._changed.wait()
+
+    async def wait_disconnect(
+        self,
+        timeout: float = 5.0,  # noqa: ASYNC109 - a test helper's deadline
+        *,
+        count: int = 1,
+    ) -> Disconnect:
+        """Wait until ``count`` clients left mid-answer; return the ``count``-th disconnect.
+
+        Raises:
+            TimeoutError: fewer disconnects happened within ``timeout`` seconds.
+        """
+        await self.wait_until(lambda s: len(s.disconnects) >= count, timeout)
+        return self.disconnects[count - 1]
+
+    def wait_disconnect_blocking(self, timeout: float = 5.0, *, count: int = 1) -> Disconnect:
+        """:meth:`wait_disconnect` for a server started with :meth:`start_in_thread`."""
+        if self._portal is None:
+            raise RuntimeError("wait_disconnect_blocking() needs a server from start_in_thread()")
+        return self._portal.call(lambda: self.wait_disconnect(timeout, count=count))
+
+    async def __aenter__(self) -> TestServer:
+        """Start listening (on a free port unless one was given) and serving."""
+        stack = contextlib.AsyncExitStack()
+        try:
+            listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
+            await stack.enter_async_context(listener)
+            self.port = listener.extra(SocketAttribute.local_port)
+            task_group = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(task_group.cancel_scope.cancel)
+            self._changed = anyio.Event()
+            task_group.start_soon(listener.serve, self._handle, task_group)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        """Stop serving and close every connection."""
+        stack, self._stack = self._stack, None
+        assert stack is not None
+        return await stack.__aexit__(*exc_info)
+
+    async def serve_forever(self, on_ready: Callable[[TestServer], object] | None = None) -> None:
+        """Serve until cancelled (the CLI); ``on_ready`` is called once listening."""
+        async with self:
+            if on_ready is not None:
+                on_ready(self)
+            await anyio.sleep_forever()
+
+    @classmethod
+    @contextlib.contextmanager
+    def start_in_thread(cls, *, backend: str = "asyncio", **kwargs: Any) -> Iterator[TestServer]:
+        """Run a server on its own event loop in a background thread, for synchronous tests.
+
+        Args:
+            backend: ``"asyncio"`` or ``"trio"``.
+            kwargs: :class:`TestServer` arguments.
+        """
+        server = cls(**kwargs)
+        with start_blocking_portal(backend) as portal, portal.wrap_async_context_manager(server):
+            server._portal = portal
+            try:
+                yield server
+            finally:
+                server._portal = None
+
+    # ------------------------------------------------------------------ internals
+
+    def _notify(self) -> None:
+        event = self._changed
+        if event is not None:
+            self._changed = anyio.Event()
+            event.set()
+
+    def _take(self, path: str, api: str | None) -> tuple[Script | None, tuple[Fault, ...]]:
+        """Consume the first queued script and the first queued faults matching this request."""
+        script: Script | None = None
+        faults: tuple[Fault, ...] = ()
+        with self._lock:
+            used: list[int] = []
+            for index, item in enumerate(self._queue):
+                if not item.matches(path, api):
+                    continue
+                if isinstance(item.what, Script):
+                    if script is None:
+                        script = item.what
+                        used.append(index)
+                elif not faults:
+                    faults = item.what
+                    used.append(index)
+                if script is not None and faults:
+                    break
+            for index in reversed(used):
+                del self._queue[index]
+        return script, faults
+
+    async def _handle(self, stream: anyio.abc.SocketStream) -> None:
+        conn = _Conn(stream, next(self._conn_ids))
+        self.connections_opened += 1
+        self.connections_open += 1
+        self._notify()
+        try:
+            while True:
+                try:
+                    request = await conn.read_request()
+                except _BadRequest as exc:
+                    body = json.dumps({"error": str(exc)}).encode()
+                    await stream.send(_head(400, "application/json", len(body), close=True) + body)
+                    break
+                if request is None:
+                    break
+                end = await self._answer(conn, *request)
+                if end != "finish":
+                    if end == "reset":
+                        _abort(stream)
+                    break
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError):
+            pass
+        finally:
+            self.connections_open -= 1
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+            self._notify()
+
+    async def _answer(
+        self,
+        conn: _Conn,
+        method: str,
+        target: str,
+        version: str,
+        headers: dict[str, str],
+        body: bytes,
+    ) -> _End:
+        split = urlsplit(target)
+        path = split.path
+        query = dict(parse_qsl(split.query, keep_blank_values=True))
+        close = headers.get("connection", "").lower() == "close" or version == "HTTP/1.0"
+        parsed: Any = None
+        if body:
+            try:
+                parsed = json.loads(body)
+            except ValueError:
+                parsed = None
+        found = route(method, path, query)
+        api: API | None = found.api if found else None
+        serial = next(self._serial)
+        record: dict[str, Any] = {
+            "method": method,
+            "path": path,
+            "query": query,
+            "raw_query": split.query,
+            "headers": headers,
+            "body": body,
+            "json": parsed,
+            "time": time.time(),
+            "monotonic": time.monotonic(),
+            "connection_id": conn.id,
+            "api": api,
+            "status": None,
+            "stream": False,
+            "answer": "",
+            "faults": (),
+            "request_id": None,
+        }
+        if found is None:
+            status, payload = _other(method, path)
+            return await self._simple(conn, record, status, payload, close)
+        request_id = _request_id(found.api, serial)
+        record["request_id"] = request_id
+        extra = _id_headers(found.api, request_id)
+
+        # Who is calling, with what, and how to answer.
+        problem = None
+        if body and parsed is None:
+            problem = (400, "The request body is not valid JSON.")
+        elif self.require_auth:
+            problem = _auth_problem(found, headers, query, self.api_key)
+        try:
+            header_script = _header_value(headers, "x-mmstream-script", Script.from_dict)
+            header_faults = _header_value(headers, "x-mmstream-fault", _faults_from_json)
+        except (TypeError, ValueError) as exc:
+            header_script, header_faults = None, None
+            problem = problem or (400, f"bad x-mmstream header: {exc}")
+        if problem is not None:
+            status, message = problem
+            payload = json.dumps(error_body(found.api, status, message)).encode()
+            return await self._simple(conn, record, status, payload, close, extra)
+        queued_script, faults = self._take(path, found.api)
+        if header_faults:
+            faults = header_faults
+        script = self.script.merged(queued_script).merged(header_script)
+        record["faults"] = faults
+        answer = self._compose(found, parsed, script, serial, faults)
+        streaming = _is_streaming(found, parsed)
+        record["stream"] = streaming
+
+        by_kind = {f.kind: f for f in faults}
+        if "reset" in by_kind:
+            self._record(record)
+            return "reset"
+        if "status" in by_kind:
+            fault = by_kind["status"]
+            status = fault.status or 500
+            fault_headers = list(extra)
+            if fault.retry_after is not None:
+                fault_headers.append(("retry-after", fault.retry_after))
+            if fault.retry_after_ms is not None:
+                fault_headers.append(("retry-after-ms", str(fault.retry_after_ms)))
+            if fault.body is not None:
+                payload, content_type = fault.body, "application/octet-stream"
+            elif fault.html:
+                payload, content_type = html_error_body(status), "text/html"
+            else:
+                retry = (
+                    fault.retry_after if fault.retry_after and fault.retry_after.isdigit() else None
+                )
+                payload = json.dumps(
+                    error_body(found.api, status, fault.message, retry_delay=retry)
+                ).encode()
+                content_type = "application/json"
+            stall = by_kind.get("stall")
+            steps: list[_Step] = []
+            if stall is not None and stall.after_chunks < 0:
+                steps.append(("sleep", stall.seconds))
+            head = _head(status, content_type, len(payload), close=close, extra=fault_headers)
+            steps.append(("write", head + payload, 0))
+            record["status"] = status
+            rec = self._record(record)
+            return await self._run(conn, rec, steps, "close" if close else "finish")
+        if "wrong_content_type" in by_kind:
+            fault = by_kind["wrong_content_type"]
+            payload = fault.body if fault.body is not None else _PORTAL_PAGE
+            record["status"] = 200
+            rec = self._record(record)
+            head = _head(200, fault.content_type, len(payload), close=close, extra=extra)
+            return await self._run(
+                conn, rec, [("write", head + payload, 0)], "close" if close else "finish"
+            )
+
+        record["status"] = 200
+        record["answer"] = answer.text
+        if not streaming:
+            payload = render_json(answer)
+            content_type = (
+                "application/json" if found.api != "ollama" else "application/json; charset=utf-8"
+            )
+            steps = []
+            stall = by_kind.get("stall")
+            if stall is not None:
+                steps.append(("sleep", stall.seconds))
+            steps.append(
+                (
+                    "write",
+                    _head(200, content_type, len(payload), close=close, extra=extra) + payload,
+                    0,
+                )
+            )
+            rec = self._record(record)
+            return await self._run(conn, rec, steps, "close" if close else "finish")
+
+        steps, end = _stream_plan(answer, found.sse, script.pause, faults, close, extra)
+        rec = self._record(record)
+        return await self._run(conn, rec, steps, end)
+
+    def _record(self, record: dict[str, Any]) -> RecordedRequest:
+        rec = RecordedRequest(**record)
+        self.requests.append(rec)
+        self._notify()
+        return rec
+
+    def _compose(
+        self,
+        found: Route,
+        body: Any,
+        script: Script,
+        serial: int,
+        faults: Sequence[Fault],
+    ) -> Answer:
+        prompt, images = prompt_of(found.api, body)
+        if script.text is not None:
+            text = script.text
+        elif script.tool_calls:
+            text = ""
+        else:
+            text = answer_text(prompt, images)
+        pieces = split_text(text, script.chunks, script.chunk_size) if text or script.chunks else []
+        for fault in faults:
+            if fault.kind == "huge_event":
+                pieces.insert(min(fault.after_chunks, len(pieces)), "x" * fault.size)
+        model = script.model or (body.get("model") if isinstance(body, dict) else None)
+        model = model or found.model or found.deployment or "mmstream-test"
+        finish = script.finish_reason or ("tool_calls" if script.tool_calls else "stop")
+        input_tokens = script.input_tokens
+        if input_tokens is None:
+            input_tokens = len(prompt.split()) + IMAGE_TOKENS * images
+        output_tokens = script.output_tokens
+        if output_tokens is None:
+            output_tokens = len(pieces) + len(script.tool_calls)
+        include_usage = False
+        if isinstance(body, dict):
+            options = body.get("stream_options")
+            include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        return Answer(
+            api=found.api,
+            model=str(model),
+            pieces=pieces,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            finish_reason=finish,
+            tool_calls=tuple(script.tool_calls),
+            include_usage=include_usage,
+            sse=found.sse,
+            request_id=_request_id(found.api, serial),
+            serial=serial,
+            created=int(time.time()),
+        )
+
+    async def _simple(
+        self,
+        conn: _Conn,
+        record: dict[str, Any],
+        status: int,
+        payload: bytes,
+        close: bool,
+        extra: Sequence[tuple[str, str]] = (),
+    ) -> _End:
+        record["status"] = status
+        rec = self._record(record)
+        head = _head(status, "application/json", len(payload), close=close, extra=extra)
+        return await self._run(
+            conn, rec, [("write", head + payload, 0)], "close" if close else "finish"
+        )
+
+    async def _run(
+        self, conn: _Conn, record: RecordedRequest, steps: list[_Step], end: _End
+    ) -> _End:
+        """Carry out a response plan while watching for the client leaving."""
+        stream = conn.stream
+        sent = 0
+        left = False
+
+        async def watch(scope: anyio.CancelScope) -> None:
+            nonlocal left
+            try:
+                data = await stream.receive(65536)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                left = True
+                scope.cancel()
+                return
+            conn.buffer += data  # a pipelined request: keep it for the next read
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(watch, group.cancel_scope)
+            try:
+                for step in steps:
+                    if step[0] == "sleep":
+                        await anyio.sleep(step[1])
+                    else:
+                        await stream.send(step[1])
+                        sent += step[2]
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                left = True
+            group.cancel_scope.cancel()
+        if left:
+            self.disconnects.append(
+                Disconnect(
+                    connection_id=conn.id,
+                    request=record,
+                    chunks_sent=sent,
+                    monotonic=time.monotonic(),
+                )
+            )
+            self._notify()
+            return "close"
+        return end
+
+
+def _abort(stream: anyio.abc.SocketStream) -> None:
+    """Make the coming close send a TCP RST instead of a FIN."""
+    with contextlib.suppress(Exception):
+        sock: socket.socket = stream.extra(SocketAttribute.raw_socket)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def _head(
+    status: int,
+    content_type: str | None,
+    length: int | None,
+    *,
+    close: bool = False,
+    extra: Sequence[tuple[str, str]] = (),
+) -> bytes:
+    lines = [f"HTTP/1.1 {status} {reason_phrase(status)}"]
+    if content_type is not None:
+        lines.append(f"content-type: {content_type}")
+    if length is None:
+        lines.append("transfer-encoding: chunked")
+    else:
+        lines.append(f"content-length: {length}")
+    lines.extend(f"{name}: {value}" for name, value in extra)
+    if close:
+        lines.append("connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def _stream_plan(
+    answer: Answer,
+    sse: bool,
+    pause: float,
+    faults: Sequence[Fault],
+    close: bool,
+    extra: Sequence[tuple[str, str]],
+) -> tuple[list[_Step], _End]:
+    """The writes and sleeps of a streamed answer, with the faults spliced in."""
+    by_kind = {f.kind: f for f in faults}
+    rendered = render_stream(answer, end="missing_end" not in by_kind)
+    # (frame, is content event); a None frame is a stall point.
+    frames: list[tuple[bytes, int]] = [(f, 0) for f in rendered.head]
+    content: list[tuple[bytes, int]] = [(f, 1) for f in rendered.chunks]
+    tail: list[tuple[bytes, int]] = [(f, 0) for f in rendered.tail]
+    end: _End = "close" if close else "finish"
+    if "malformed" in by_kind:
+        at = min(by_kind["malformed"].after_chunks, len(content))
+        content.insert(at, (malformed_frame(answer.api, sse), 0))
+    if "error_event" in by_kind:
+        fault = by_kind["error_event"]
+        kept = content[: fault.after_chunks]
+        content = [*kept, (error_frame(answer.api, sse, fault.status, fault.message), 0)]
+        tail = []
+        if not sse and answer.api == "gemini":
+            content.append((b"]", 0))
+    if "drop" in by_kind:
+        content = content[: by_kind["drop"].after_chunks]
+        tail = []
+        end = "drop"
+    stall = by_kind.get("stall")
+    sequence: list[tuple[bytes, int] | float] = list(frames)
+    for index, frame in enumerate(content):
+        if stall is not None and stall.after_chunks == index:
+            sequence.append(stall.seconds)
+        elif pause and index:
+            sequence.append(pause)
+        sequence.append(frame)
+    if stall is not None and stall.after_chunks >= len(content):
+        sequence.append(stall.seconds)
+    elif pause and content and tail:
+        sequence.append(pause)
+    sequence.extend(tail)
+
+    head = _head(200, rendered.content_type, None, close=close, extra=extra)
+    steps: list[_Step] = []
+    if stall is not None and stall.after_chunks < 0:
+        steps.append(("sleep", stall.seconds))
+    pending: list[bytes] = []
+    pending_size = 0
+    count = 0
+    prefix = head
+
+    def emit(final: bytes = b"") -> None:
+        nonlocal pending, pending_size, count, prefix
+        if pending or final or prefix:
+            body = _chunk(b"".join(pending)) if pending else b""
+            steps.append(("write", prefix + body + final, count))
+        pending, pending_size, count, prefix = [], 0, 0, b""
+
+    for item in sequence:
+        if isinstance(item, float):
+            emit()
+            steps.append(("sleep", item))
+            continue
+        data, is_content = item
+        pending.append(data)
+        pending_size += len(data)
+        count += is_content
+        if pending_size >= _WRITE:
+            emit()
+    emit(b"" if end == "drop" else b"0\r\n\r\n")
+    return steps, end
+
+
+_PORTAL_PAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>Sign in to the network</title></head>"
+    b"<body><h1>Please sign in to continue</h1></body></html>\n"
+)
+
+
+def _other(method: str, path: str) -> tuple[int, bytes]:
+    """Answers for paths no provider call uses: health checks and model lists."""
+    if method == "GET" and path in ("/", "/health"):
+        return 200, b'{"status":"ok"}'
+    if method == "GET" and path.endswith("/models"):
+        return 200, json.dumps(
+            {"object": "list", "data": [{"id": "mmstream-test", "object": "model"}]}
+        ).encode()
+    if method == "GET" and path == "/api/tags":
+        return 200, b'{"models":[{"name":"mmstream-test:latest","model":"mmstream-test:latest"}]}'
+    if method == "GET" and path == "/api/version":
+        return 200, b'{"version":"0.0.0-mmstream"}'
+    return 404, json.dumps(
+        {"error": {"message": f"no mmstream test route for {method} {path}", "code": 404}}
+    ).encode()
+
+
+def _request_id(api: API, serial: int) -> str:
+    if api == "azure":
+        return f"00000000-0000-4000-8000-{serial:012d}"
+    return f"req_mmstream{serial:08d}"
+
+
+def _id_headers(api: API, request_id: str) -> list[tuple[str, str]]:
+    """Each provider's request-id header (what users quote to support)."""
+    if api == "openai":
+        return [("x-request-id", request_id), ("openai-version", "2020-10-01")]
+    if api == "azure":
+        return [("apim-request-id", request_id), ("x-request-id", request_id)]
+    if api == "anthropic":
+        return [("request-id", request_id)]
+    if api == "gemini":
+        return [("x-goog-request-id", request_id)]
+    return []
+
+
+def _auth_problem(
+    found: Route, headers: Mapping[str, str], query: Mapping[str, str], expected: str | None
+) -> tuple[int, str] | None:
+    """The provider's answer to a missing or wrong key or header, or ``None`` if all is well."""
+    api = found.api
+
+    def check(
+        key: str | None, missing: tuple[int, str], wrong: tuple[int, str]
+    ) -> tuple[int, str] | None:
+        if not key:
+            return missing
+        if expected is not None and key != expected:
+            return wrong
+        return None
+
+    bearer = headers.get("authorization", "")
+    token = bearer[7:].strip() if bearer[:7].lower() == "bearer " else None
+    if api == "openai":
+        return check(
+            token,
+            (
+                401,
+                "You didn't provide an API key. You need to provide your API key in an "
+                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+            ),
+            (
+                401,
+                "Incorrect API key provided. You can find your API key at "
+                "https://platform.openai.com/account/api-keys.",
+            ),
+        )
+    if api == "azure":
+        if found.deployment is not None and "api-version" not in query:
+            return 404, "Resource not found"
+        wrong = (
+            401,
+            "Access denied due to invalid subscription key or wrong API endpoint. Make sure "
+            "to provide a valid key for an active subscription and use a correct regional "
+            "API endpoint for your resource.",
+        )
+        return check(headers.get("api-key") or token, wrong, wrong)
+    if api == "anthropic":
+        problem = check(
+            headers.get("x-api-key"),
+            (401, "x-api-key header is required"),
+            (401, "invalid x-api-key"),
+        )
+        if problem is None and not headers.get("anthropic-version"):
+            return 400, "anthropic-version: header is required"
+        return problem
+    if api == "gemini":
+        return check(
+            headers.get("x-goog-api-key") or query.get("key"),
+            (
+                403,
+                "Method doesn't allow unregistered callers (callers without established "
+                "identity). Please use API Key or other form of API consumer identity to "
+                "call this API.",
+            ),
+            (400, "API key not valid. Please pass a valid API key."),
+        )
+    return None
+
+
+def _is_streaming(found: Route, body: Any) -> bool:
+    if found.stream is not None:
+        return found.stream
+    value = body.get("stream") if isinstance(body, dict) else None
+    if found.api == "ollama":
+        return value is not False
+    return bool(value)
+
+
+def _header_value(headers: Mapping[str, str], name: str, parse: Callable[[Any], Any]) -> Any:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    return parse(json.loads(raw))
+
+
+def _faults_from_json(data: Any) -> tuple[Fault, ...]:
+    items = data if isinstance(data, list) else [data]
+    return tuple(Fault.from_dict(item) for item in items)
