@@ -14,13 +14,28 @@ from mmstream.errors import ConfigurationError
 from mmstream.providers.base import Provider, StreamDecoder
 
 if TYPE_CHECKING:
+    from mmstream.providers.anthropic import Anthropic
+    from mmstream.providers.gemini import Gemini
     from mmstream.providers.offline import Offline
+    from mmstream.providers.ollama import Ollama
 
-__all__ = ["Offline", "Provider", "StreamDecoder", "from_string", "registered_names"]
+__all__ = [
+    "Anthropic",
+    "Gemini",
+    "Offline",
+    "Ollama",
+    "Provider",
+    "StreamDecoder",
+    "from_string",
+    "registered_names",
+]
 
 #: short name -> (module, class); the module is imported only when the name is used.
 _REGISTRY: dict[str, tuple[str, str]] = {
     "offline": ("mmstream.providers.offline", "Offline"),
+    "anthropic": ("mmstream.providers.anthropic", "Anthropic"),
+    "gemini": ("mmstream.providers.gemini", "Gemini"),
+    "ollama": ("mmstream.providers.ollama", "Ollama"),
 }
 _CLASSES = {cls: (module, cls) for module, cls in _REGISTRY.values()}
 

@@ -1,0 +1,479 @@
+"""Google's Gemini API (generativelanguage), sans-I/O: requests out, SSE chunks in, typed errors.
+
+Wire format: https://ai.google.dev/api/generate-content#method:-models.streamgeneratecontent
+(``POST /v1beta/models/{model}:streamGenerateContent?alt=sse``). Each event is a
+whole ``GenerateContentResponse``: ``candidates[0].content.parts`` carry the new
+text (or a whole ``functionCall``), ``usageMetadata`` is a running snapshot (the
+last one wins, never summed), and the last event carries ``finishReason``. The
+stream has no end marker: it is complete when a ``finishReason`` was seen and
+the body ends. Events are separated by CRLF.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import mimetypes
+import os
+from collections.abc import Mapping
+from typing import Any, ClassVar, final
+
+from attrs import Factory, field, frozen
+
+from mmstream._secret import Secret, to_secret
+from mmstream.content import ChatMessage, ImageBlock, MessageRole, TextBlock
+from mmstream.errors import (
+    APIError,
+    AuthenticationError,
+    ContentFilterError,
+    InvalidImageError,
+    InvalidRequestError,
+    ServerError,
+    error_class_for_status,
+)
+from mmstream.images import GEMINI_POLICY, ImagePolicy, sniff_mimetype
+from mmstream.metadata import MultiModalLLMMetadata
+from mmstream.providers.base import (
+    OptionFields,
+    ResponseBuilder,
+    env_value,
+    error_message_from_body,
+    load_json,
+    normalize_finish_reason,
+    parse_duration,
+    parse_retry_after,
+    request_id_from_headers,
+    require_key,
+)
+from mmstream.request import ChatRequest, HTTPRequest
+from mmstream.responses import ChatResponse, Usage
+from mmstream.sse import SSEDecoder, SSEEvent
+
+__all__ = ["Gemini", "GeminiDecoder"]
+
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
+
+#: (model prefix, input token limit, output token limit), from
+#: https://ai.google.dev/gemini-api/docs/models. The longest matching prefix wins
+#: (``gemini-2.5-flash-lite`` matches ``gemini-2.5-flash``); an unknown model gets
+#: the defaults below and is never rejected.
+_MODELS: tuple[tuple[str, int, int], ...] = (
+    ("gemini-3-pro-image", 65_536, 32_768),
+    ("gemini-3", 1_048_576, 65_536),
+    ("gemini-2.5-flash-image", 32_768, 32_768),
+    ("gemini-2.5-pro", 1_048_576, 65_536),
+    ("gemini-2.5-flash", 1_048_576, 65_536),
+    ("gemini-2.0-flash", 1_048_576, 8_192),
+    ("gemini-1.5-pro", 2_097_152, 8_192),
+    ("gemini-1.5-flash", 1_048_576, 8_192),
+    ("gemini-flash-latest", 1_048_576, 65_536),
+    ("gemini-flash-lite-latest", 1_048_576, 65_536),
+    ("gemini-pro-latest", 1_048_576, 65_536),
+    ("gemma-3", 131_072, 8_192),
+)
+_DEFAULT_LIMITS = (1_048_576, 8_192)
+
+#: ``extra`` keys that belong at the top of the request; every other key is a
+#: ``generationConfig`` field (``topK``, ``seed``, ``thinkingConfig``, ...).
+#: https://ai.google.dev/api/generate-content#request-body
+_TOP_LEVEL = frozenset(
+    {
+        "tools",
+        "toolConfig",
+        "tool_config",
+        "safetySettings",
+        "safety_settings",
+        "cachedContent",
+        "cached_content",
+        "labels",
+    }
+)
+_GENERATION_CONFIG = frozenset({"generationConfig", "generation_config"})
+#: Keys of ``extra`` that configure mmstream itself and never go to the API.
+_MMSTREAM_EXTRAS = frozenset({"image_policy"})
+
+#: ``ErrorInfo.reason`` values of a bad key: Gemini answers them with HTTP 400.
+_AUTH_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED"})
+
+
+def _limits(model: str) -> tuple[int, int]:
+    name = model.rpartition("/")[2]
+    best: tuple[str, int, int] | None = None
+    for entry in _MODELS:
+        if name.startswith(entry[0]) and (best is None or len(entry[0]) > len(best[0])):
+            best = entry
+    return _DEFAULT_LIMITS if best is None else (best[1], best[2])
+
+
+def _default_key() -> Secret | None:
+    return to_secret(env_value(os.environ, "GEMINI_API_KEY", "GOOGLE_API_KEY"))
+
+
+def _strip_slash(value: str) -> str:
+    return value.rstrip("/")
+
+
+@final
+@frozen(kw_only=True)
+class Gemini(OptionFields):
+    """Gemini through the Gemini API (``"gemini:MODEL"``).
+
+    Args:
+        model: the model (``"gemini-2.5-flash"``; ``"models/..."`` and
+            ``"tunedModels/..."`` are taken as they are).
+        api_key: the key; read from ``GEMINI_API_KEY`` or ``GOOGLE_API_KEY``.
+        base_url: the API root (``https://generativelanguage.googleapis.com``).
+        api_version: the path version, ``"v1beta"`` by default.
+        **options: default call options; ``extra`` keys go to ``generationConfig``
+            (``topK``, ``seed``, ``thinkingConfig``, ``responseMimeType``, ...), except
+            ``tools``, ``toolConfig``, ``safetySettings``, ``cachedContent`` and ``labels``,
+            which go to the top of the request.
+
+    Example:
+        ``MultiModalLLM(Gemini(model="gemini-2.5-flash", temperature=0.2))``
+    """
+
+    name: ClassVar[str] = "gemini"
+
+    model: str
+    api_key: Secret | None = field(default=Factory(_default_key), converter=to_secret, repr=False)
+    base_url: str = field(default=DEFAULT_BASE_URL, converter=_strip_slash)
+    api_version: str = "v1beta"
+
+    @property
+    def metadata(self) -> MultiModalLLMMetadata:
+        """The model's input and output token limits (by model-name prefix)."""
+        context, output = _limits(self.model)
+        return MultiModalLLMMetadata(
+            context_window=context,
+            num_output=output,
+            num_input_files=GEMINI_POLICY.max_images or 3600,
+            is_function_calling_model=True,
+            model_name=self.model,
+            is_chat_model=True,
+        )
+
+    @property
+    def image_policy(self) -> ImagePolicy:
+        """Gemini's documented image limits (see :data:`mmstream.images.GEMINI_POLICY`)."""
+        return GEMINI_POLICY
+
+    def build_request(self, request: ChatRequest) -> HTTPRequest:
+        """The ``streamGenerateContent?alt=sse`` request for a call.
+
+        Raises:
+            ConfigurationError: no API key.
+            InvalidRequestError: an image in a system message, or an image not loaded.
+        """
+        require_key(self.name, self.api_key, "GEMINI_API_KEY", "GOOGLE_API_KEY")
+        assert self.api_key is not None
+        options = request.options
+        system: list[dict[str, Any]] = []
+        contents: list[dict[str, Any]] = []
+        image_index = 0
+        for message in request.messages:
+            if message.role in (MessageRole.SYSTEM, MessageRole.DEVELOPER):
+                if message.images:
+                    raise InvalidRequestError(
+                        "Gemini takes only text in the system instruction; move the images "
+                        "into a user message",
+                        provider=self.name,
+                    )
+                if message.content:
+                    system.append({"text": message.content})
+                continue
+            entry, image_index = _content(message, image_index)
+            contents.append(entry)
+        config: dict[str, Any] = {}
+        if options.temperature is not None:
+            config["temperature"] = options.temperature
+        if options.top_p is not None:
+            config["topP"] = options.top_p
+        if options.max_tokens is not None:
+            config["maxOutputTokens"] = options.max_tokens
+        if options.stop:
+            config["stopSequences"] = list(options.stop)
+        body: dict[str, Any] = {"contents": contents}
+        if system:
+            body["system_instruction"] = {"parts": system}
+        for key, value in options.extra.items():
+            if key in _MMSTREAM_EXTRAS:
+                continue
+            if key in _TOP_LEVEL:
+                body[key] = value
+            elif key in _GENERATION_CONFIG and isinstance(value, Mapping):
+                config.update(value)
+            else:
+                config[key] = value
+        if config:
+            body["generationConfig"] = config
+        path = self.model if "/" in self.model else f"models/{self.model}"
+        return HTTPRequest(
+            url=f"{self.base_url}/{self.api_version}/{path}:streamGenerateContent?alt=sse",
+            headers={
+                "x-goog-api-key": self.api_key.get_secret_value(),
+                "content-type": "application/json",
+            },
+            json=body,
+            stream_format="sse",
+            timeout=options.timeout,
+        )
+
+    def new_decoder(self, request: ChatRequest) -> GeminiDecoder:
+        """A decoder for one call's event stream."""
+        return GeminiDecoder(self.model)
+
+    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> APIError:
+        """The typed error for an HTTP error response.
+
+        ``{"error": {"code", "message", "status", "details": [...]}}``
+        (https://ai.google.dev/gemini-api/docs/troubleshooting). A bad key is HTTP 400
+        with ``ErrorInfo.reason == "API_KEY_INVALID"``:
+        :class:`~mmstream.errors.AuthenticationError`. ``RetryInfo.retryDelay``
+        (``"30s"``) gives ``retry_after`` when no ``Retry-After`` header does.
+        """
+        message, type_, code, data = error_message_from_body(body)
+        reason, delay = _details(data)
+        cls = error_class_for_status(status)
+        if reason in _AUTH_REASONS:
+            cls = AuthenticationError
+        retry_after = parse_retry_after(headers)
+        if retry_after is None:
+            retry_after = delay
+        return cls(
+            message,
+            status=status,
+            provider=self.name,
+            type=type_,
+            code=reason or code,
+            request_id=request_id_from_headers(headers),
+            retry_after=retry_after,
+            body=body[:4096].decode("utf-8", "replace"),
+        )
+
+
+def _details(data: Any) -> tuple[str | None, float | None]:
+    """(``ErrorInfo.reason``, ``RetryInfo.retryDelay`` in seconds) of a Google error body."""
+    if isinstance(data, list) and data:
+        data = data[0]
+    error = data.get("error") if isinstance(data, dict) else None
+    details = error.get("details") if isinstance(error, dict) else None
+    reason: str | None = None
+    delay: float | None = None
+    for detail in details if isinstance(details, list) else ():
+        if not isinstance(detail, dict):
+            continue
+        if reason is None and isinstance(detail.get("reason"), str):
+            reason = detail["reason"]
+        if delay is None and isinstance(detail.get("retryDelay"), str):
+            delay = parse_duration(detail["retryDelay"])
+    return reason, delay
+
+
+def _content(message: ChatMessage, image_index: int) -> tuple[dict[str, Any], int]:
+    """One message as a Gemini ``Content`` (role ``user`` or ``model``)."""
+    extras = message.additional_kwargs
+    if message.role is MessageRole.TOOL:
+        # https://ai.google.dev/gemini-api/docs/function-calling: the result goes back
+        # as a functionResponse part in a user turn.
+        response: dict[str, Any] = {
+            "name": extras.get("name") or extras.get("tool_name"),
+            "response": _tool_response(message.content),
+        }
+        if extras.get("tool_call_id"):
+            response["id"] = extras["tool_call_id"]
+        return {"role": "user", "parts": [{"functionResponse": response}]}, image_index
+    role = "model" if message.role is MessageRole.ASSISTANT else "user"
+    parts: list[dict[str, Any]] = []
+    for block in message.blocks:
+        if isinstance(block, TextBlock):
+            if block.text:
+                parts.append({"text": block.text})
+            continue
+        parts.append(_image(block, image_index))
+        image_index += 1
+    if role == "model":
+        for call in extras.get("tool_calls") or ():
+            arguments = call.get("arguments")
+            if isinstance(arguments, str):
+                arguments = _tool_response(arguments)
+            parts.append({"functionCall": {"name": call.get("name"), "args": arguments or {}}})
+    return {"role": role, "parts": parts or [{"text": ""}]}, image_index
+
+
+def _tool_response(text: str | None) -> Any:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"result": text}
+    return value if isinstance(value, dict) else {"result": value}
+
+
+def _image(block: ImageBlock, index: int) -> dict[str, Any]:
+    """An image part: ``inline_data`` for bytes, ``file_data`` for a URI.
+
+    https://ai.google.dev/gemini-api/docs/image-understanding: inline data is bare
+    base64 (no ``data:`` prefix). URLs are downloaded by mmstream before this
+    (the policy says ``accepts_urls=False``); what is left here is a Files API,
+    ``gs://`` or other URI that Gemini reads itself.
+    """
+    if block.image is not None:
+        mime_type = block.image_mimetype or sniff_mimetype(block.image) or "image/png"
+        return {
+            "inline_data": {
+                "mime_type": mime_type,
+                "data": base64.b64encode(block.image).decode("ascii"),
+            }
+        }
+    if block.url is not None:
+        data: dict[str, Any] = {"file_uri": block.url}
+        guessed = block.image_mimetype or mimetypes.guess_type(block.url.split("?")[0])[0]
+        if guessed:
+            data["mime_type"] = guessed
+        return {"file_data": data}
+    raise InvalidImageError(
+        f"image {index + 1} ({block.path}) was not loaded; send it through MultiModalLLM, "
+        "which reads image files off the event loop",
+        image_index=index,
+        provider="gemini",
+    )
+
+
+@final
+class GeminiDecoder:
+    """Gemini's SSE stream into chunks.
+
+    Text parts become text chunks; ``"thought": true`` parts are the model's
+    thinking, not its answer, and are skipped (their tokens are counted in
+    ``usage.reasoning_tokens``). A prompt blocked by ``promptFeedback.blockReason``,
+    or a candidate stopped for safety, raises
+    :class:`~mmstream.errors.ContentFilterError` with the text received so far.
+    The final chunk is returned by :meth:`flush`, since only the end of the body
+    says that nothing follows the ``finishReason``.
+    """
+
+    __slots__ = ("_builder", "_events", "_last")
+
+    def __init__(self, model: str | None = None) -> None:
+        self._events = SSEDecoder()
+        self._builder = ResponseBuilder("gemini", model)
+        self._last: dict[str, Any] | None = None
+
+    def feed(self, data: bytes) -> list[ChatResponse]:
+        """Decode more of the body."""
+        return self._decode(self._events.feed(data))
+
+    def flush(self) -> list[ChatResponse]:
+        """End of body: the final chunk if a ``finishReason`` came, else IncompleteStreamError."""
+        chunks = self._decode(self._events.flush())
+        builder = self._builder
+        if builder.done:
+            return chunks
+        if builder.finish_reason is None:
+            raise builder.incomplete("a finishReason")
+        chunks.append(builder.finish(self._last))
+        return chunks
+
+    def _decode(self, events: list[SSEEvent]) -> list[ChatResponse]:
+        builder = self._builder
+        out: list[ChatResponse] = []
+        for event in events:
+            if builder.done or not event.data.strip():
+                continue
+            payload = load_json(event.data, builder)
+            if not isinstance(payload, dict):
+                raise builder.protocol_error(f"expected an object, got {event.data[:80]!r}")
+            self._last = payload
+            if "error" in payload:
+                raise self._error(payload)
+            if isinstance(payload.get("modelVersion"), str):
+                builder.model = payload["modelVersion"]
+            usage = payload.get("usageMetadata")
+            if isinstance(usage, dict):
+                builder.usage = _usage(usage)  # a running snapshot: the last one wins
+            feedback = payload.get("promptFeedback")
+            if isinstance(feedback, dict) and feedback.get("blockReason"):
+                raise self._blocked(
+                    f"Gemini blocked the prompt ({feedback['blockReason']})",
+                    str(feedback["blockReason"]),
+                    payload,
+                )
+            candidates = payload.get("candidates")
+            if isinstance(candidates, list) and candidates:
+                self._candidate(candidates[0], payload, out)
+        return out
+
+    def _candidate(self, candidate: Any, payload: dict[str, Any], out: list[ChatResponse]) -> None:
+        if not isinstance(candidate, dict):
+            return
+        builder = self._builder
+        content = candidate.get("content")
+        parts = content.get("parts") if isinstance(content, dict) else None
+        for part in parts if isinstance(parts, list) else ():
+            if not isinstance(part, dict) or part.get("thought"):
+                continue
+            text = part.get("text")
+            if isinstance(text, str):
+                if text:
+                    out.append(builder.text(text, payload))
+                continue
+            call = part.get("functionCall")
+            if isinstance(call, dict) and call.get("name"):
+                builder.tool_call(
+                    id=call.get("id"), name=str(call["name"]), arguments=call.get("args") or {}
+                )
+        reason = candidate.get("finishReason")
+        if isinstance(reason, str) and reason:
+            builder.finish_reason = reason
+            if normalize_finish_reason(reason) == "content_filter":
+                raise self._blocked(f"Gemini stopped the answer ({reason})", reason, payload)
+
+    def _blocked(self, message: str, reason: str, payload: dict[str, Any]) -> ContentFilterError:
+        return ContentFilterError(
+            message,
+            status=200,
+            provider="gemini",
+            code=reason,
+            body=json.dumps(payload)[:4096],
+            partial=self._builder.snapshot(payload),
+        )
+
+    def _error(self, payload: dict[str, Any]) -> APIError:
+        error = payload["error"]
+        if not isinstance(error, dict):
+            error = {"message": str(error)}
+        code = error.get("code")
+        cls: type[APIError] = ServerError
+        if isinstance(code, int) and code >= 400:
+            cls = error_class_for_status(code)
+        reason, delay = _details(payload)
+        if reason in _AUTH_REASONS:
+            cls = AuthenticationError
+        status_name = error.get("status")
+        return cls(
+            str(error.get("message") or status_name or "error event"),
+            status=200,
+            provider="gemini",
+            type=None if status_name is None else str(status_name),
+            code=reason or (None if code is None else str(code)),
+            retry_after=delay,
+            body=json.dumps(payload)[:4096],
+            partial=self._builder.snapshot(payload),
+        )
+
+
+def _usage(usage: dict[str, Any]) -> Usage:
+    """``usageMetadata`` as :class:`~mmstream.Usage`; thinking tokens are counted apart."""
+    return Usage(
+        input_tokens=_count(usage.get("promptTokenCount")),
+        output_tokens=_count(usage.get("candidatesTokenCount")),
+        total_tokens=_count(usage.get("totalTokenCount")),
+        cache_read_tokens=_count(usage.get("cachedContentTokenCount")),
+        reasoning_tokens=_count(usage.get("thoughtsTokenCount")),
+    )
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

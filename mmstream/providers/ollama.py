@@ -1,0 +1,380 @@
+"""Ollama's chat API, sans-I/O: requests out, NDJSON lines in, typed errors.
+
+Wire format: https://github.com/ollama/ollama/blob/main/docs/api.md#generate-a-chat-completion
+(``POST /api/chat`` with ``"stream": true``). Each line is a JSON object with a
+``message`` (``content``, maybe ``thinking`` or whole ``tool_calls``); the last
+line has ``"done": true`` and carries ``done_reason``, the token counts
+(``prompt_eval_count``, ``eval_count``) and the timings, so reading stops only
+after it. An ``{"error": "..."}`` line ends the stream with an error.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Mapping
+from typing import Any, ClassVar, final
+
+from attrs import Factory, field, frozen
+
+from mmstream._secret import Secret, to_secret
+from mmstream.content import ChatMessage, ImageBlock, MessageRole, TextBlock
+from mmstream.errors import APIError, InvalidImageError, OverloadedError, ServerError
+from mmstream.images import OLLAMA_POLICY, ImagePolicy
+from mmstream.metadata import MultiModalLLMMetadata
+from mmstream.providers.base import (
+    OptionFields,
+    ResponseBuilder,
+    default_parse_error,
+    env_value,
+    load_json,
+)
+from mmstream.request import ChatRequest, HTTPRequest
+from mmstream.responses import ChatResponse, Usage
+from mmstream.sse import NDJSONDecoder
+
+__all__ = ["Ollama", "OllamaDecoder"]
+
+DEFAULT_BASE_URL = "http://localhost:11434"
+DEFAULT_PORT = "11434"
+#: Ollama's own default context (``num_ctx``) when neither the call nor the server
+#: (``OLLAMA_CONTEXT_LENGTH``) sets one: https://github.com/ollama/ollama/blob/main/docs/faq.md
+DEFAULT_NUM_CTX = 4096
+#: Ollama has no output limit of its own (``num_predict`` -1 fills the context);
+#: this is the room the metadata reserves for an answer when ``max_tokens`` is unset.
+DEFAULT_NUM_OUTPUT = 1024
+
+#: (model prefix, the model's native context window), from the models' pages on
+#: https://ollama.com/library. Ollama serves ``min(native, num_ctx)``; the
+#: metadata reports that. Unknown models are served with the defaults.
+_MODELS: tuple[tuple[str, int], ...] = (
+    ("llama3.2-vision", 131_072),
+    ("llama4", 10_485_760),
+    ("gemma3", 131_072),
+    ("gemma3n", 32_768),
+    ("qwen2.5vl", 128_000),
+    ("qwen3-vl", 262_144),
+    ("mistral-small3.1", 131_072),
+    ("mistral-small3.2", 131_072),
+    ("granite3.2-vision", 16_384),
+    ("minicpm-v", 32_768),
+    ("llava-llama3", 8_192),
+    ("llava-phi3", 4_096),
+    ("llava", 4_096),
+    ("bakllava", 4_096),
+    ("moondream", 2_048),
+)
+
+#: ``extra`` keys that belong at the top of the request; every other key is an
+#: ``options`` field (``num_ctx``, ``seed``, ``top_k``, ``repeat_penalty``, ...).
+_TOP_LEVEL = frozenset({"keep_alive", "format", "tools", "think"})
+#: Keys of ``extra`` that configure mmstream itself and never go to the API.
+_MMSTREAM_EXTRAS = frozenset({"image_policy"})
+
+_ROLES: Mapping[MessageRole, str] = {
+    MessageRole.SYSTEM: "system",
+    MessageRole.DEVELOPER: "system",
+    MessageRole.USER: "user",
+    MessageRole.ASSISTANT: "assistant",
+    MessageRole.TOOL: "tool",
+}
+
+
+def _native_context(model: str) -> int | None:
+    name = model.rpartition("/")[2]
+    best: tuple[str, int] | None = None
+    for entry in _MODELS:
+        if name.startswith(entry[0]) and (best is None or len(entry[0]) > len(best[0])):
+            best = entry
+    return None if best is None else best[1]
+
+
+def _normalize_host(value: str) -> str:
+    """A base URL from ``OLLAMA_HOST``-style text, as the Ollama client reads it.
+
+    ``"example.com"`` → ``http://example.com:11434``, ``"example.com:8080"`` →
+    ``http://example.com:8080``, ``"https://example.com"`` stays (the scheme's port);
+    the "listen everywhere" addresses ``0.0.0.0`` and ``::`` mean this machine.
+    Mirrors ``envconfig.Host`` in https://github.com/ollama/ollama/blob/main/envconfig/config.go.
+    """
+    text = value.strip().rstrip("/")
+    if not text:
+        return DEFAULT_BASE_URL
+    scheme, sep, rest = text.partition("://")
+    default_port: str | None = None
+    if sep:
+        scheme = scheme.lower()
+    else:
+        scheme, rest, default_port = "http", text, DEFAULT_PORT
+    hostport, _, path = rest.partition("/")
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        host, port = hostport[: end + 1], hostport[end + 2 :] if end >= 0 else ""
+    elif hostport.count(":") == 1:
+        host, _, port = hostport.partition(":")
+    elif hostport.count(":") > 1:  # a bare IPv6 address
+        host, port = f"[{hostport}]", ""
+    else:
+        host, port = hostport, ""
+    if host in ("", "0.0.0.0", "[::]"):
+        host = "localhost"
+    port = port or (default_port or "")
+    url = f"{scheme}://{host}"
+    if port:
+        url += f":{port}"
+    if path:
+        url += f"/{path}"
+    return url
+
+
+def _default_base_url() -> str:
+    return env_value(os.environ, "OLLAMA_HOST") or DEFAULT_BASE_URL
+
+
+def _default_key() -> Secret | None:
+    return to_secret(env_value(os.environ, "OLLAMA_API_KEY"))
+
+
+@final
+@frozen(kw_only=True)
+class Ollama(OptionFields):
+    """A model served by Ollama (``"ollama:MODEL"``), local or behind a proxy.
+
+    Args:
+        model: the model tag (``"llama3.2-vision"``, ``"gemma3:4b"``, ``"qwen2.5vl"``).
+        api_key: optional; sent as a bearer token (Ollama's cloud, or a proxy that
+            wants one); read from ``OLLAMA_API_KEY``. A local server needs none.
+        base_url: the server; ``OLLAMA_HOST`` or ``http://localhost:11434``. A host
+            without scheme or port is completed as Ollama does (``"gpu-box"`` →
+            ``http://gpu-box:11434``).
+        keep_alive: how long the model stays loaded after the call (``"5m"``, ``0``, ...).
+        num_ctx: the context window to serve (Ollama's default is 4096 tokens).
+        **options: default call options; ``max_tokens`` is sent as ``num_predict``.
+            ``extra`` keys go to ``options`` (``seed``, ``top_k``, ...), except
+            ``keep_alive``, ``format``, ``tools`` and ``think``, which go to the top.
+
+    Example:
+        ``MultiModalLLM(Ollama(model="gemma3", num_ctx=8192))``
+    """
+
+    name: ClassVar[str] = "ollama"
+
+    model: str
+    api_key: Secret | None = field(default=Factory(_default_key), converter=to_secret, repr=False)
+    base_url: str = field(default=Factory(_default_base_url), converter=_normalize_host)
+    keep_alive: str | float | None = None
+    num_ctx: int | None = None
+
+    @property
+    def metadata(self) -> MultiModalLLMMetadata:
+        """The context Ollama will serve: ``num_ctx`` if set, else its default (4096).
+
+        A model whose native window is smaller is reported with that window.
+        """
+        explicit = self.num_ctx or self.extra.get("num_ctx")
+        if isinstance(explicit, int) and explicit > 0:
+            context = explicit
+        else:
+            context = min(_native_context(self.model) or DEFAULT_NUM_CTX, DEFAULT_NUM_CTX)
+        return MultiModalLLMMetadata(
+            context_window=context,
+            num_output=min(self.max_tokens or DEFAULT_NUM_OUTPUT, context),
+            num_input_files=10,
+            is_function_calling_model=True,
+            model_name=self.model,
+            is_chat_model=True,
+        )
+
+    @property
+    def image_policy(self) -> ImagePolicy:
+        """Ollama's image rules (see :data:`mmstream.images.OLLAMA_POLICY`): inline only."""
+        return OLLAMA_POLICY
+
+    def build_request(self, request: ChatRequest) -> HTTPRequest:
+        """The streaming ``POST /api/chat`` request for a call.
+
+        Raises:
+            InvalidImageError: an image that is a URL or was not loaded (Ollama
+                takes only inline images; mmstream downloads URLs first).
+        """
+        options = request.options
+        messages: list[dict[str, Any]] = []
+        image_index = 0
+        for message in request.messages:
+            entry, image_index = _message(message, image_index)
+            messages.append(entry)
+        sampling: dict[str, Any] = {}
+        if options.temperature is not None:
+            sampling["temperature"] = options.temperature
+        if options.top_p is not None:
+            sampling["top_p"] = options.top_p
+        if options.max_tokens is not None:
+            sampling["num_predict"] = options.max_tokens
+        if options.stop:
+            sampling["stop"] = list(options.stop)
+        if self.num_ctx is not None:
+            sampling["num_ctx"] = self.num_ctx
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "stream": True}
+        if self.keep_alive is not None:
+            body["keep_alive"] = self.keep_alive
+        for key, value in options.extra.items():
+            if key in _MMSTREAM_EXTRAS:
+                continue
+            if key in _TOP_LEVEL:
+                body[key] = value
+            elif key == "options" and isinstance(value, Mapping):
+                sampling.update(value)
+            else:
+                sampling[key] = value
+        if sampling:
+            body["options"] = sampling
+        headers = {"content-type": "application/json"}
+        if self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key.get_secret_value()}"
+        return HTTPRequest(
+            url=f"{self.base_url}/api/chat",
+            headers=headers,
+            json=body,
+            stream_format="ndjson",
+            timeout=options.timeout,
+        )
+
+    def new_decoder(self, request: ChatRequest) -> OllamaDecoder:
+        """A decoder for one call's NDJSON lines."""
+        return OllamaDecoder(self.model)
+
+    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> APIError:
+        """The typed error for an HTTP error response (``{"error": "..."}``).
+
+        404 is a model that is not pulled (:class:`~mmstream.errors.NotFoundError`,
+        with Ollama's "try pulling it first"); 503 is a busy server.
+        """
+        return default_parse_error(self.name, status, headers, body)
+
+
+def _message(message: ChatMessage, image_index: int) -> tuple[dict[str, Any], int]:
+    """One message: ``content`` is the text, ``images`` the base64 images."""
+    texts: list[str] = []
+    images: list[str] = []
+    for block in message.blocks:
+        if isinstance(block, TextBlock):
+            texts.append(block.text)
+            continue
+        images.append(_image(block, image_index))
+        image_index += 1
+    entry: dict[str, Any] = {"role": _ROLES[message.role], "content": "".join(texts)}
+    if images:
+        entry["images"] = images
+    extras = message.additional_kwargs
+    if message.role is MessageRole.TOOL and (extras.get("name") or extras.get("tool_name")):
+        entry["tool_name"] = extras.get("name") or extras.get("tool_name")
+    if message.role is MessageRole.ASSISTANT and extras.get("tool_calls"):
+        entry["tool_calls"] = [
+            {"function": {"name": call.get("name"), "arguments": _arguments(call)}}
+            for call in extras["tool_calls"]
+        ]
+    return entry, image_index
+
+
+def _arguments(call: Mapping[str, Any]) -> Any:
+    arguments = call.get("arguments")
+    if isinstance(arguments, str):
+        try:
+            return json.loads(arguments) if arguments else {}
+        except ValueError:
+            return {"input": arguments}
+    return arguments or {}
+
+
+def _image(block: ImageBlock, index: int) -> str:
+    if block.image is not None:
+        return base64.b64encode(block.image).decode("ascii")
+    where = block.url if block.url is not None else block.path
+    raise InvalidImageError(
+        f"image {index + 1} ({where}) is not inline; Ollama takes only image bytes. "
+        "Send it through MultiModalLLM, which loads files and downloads URLs first",
+        image_index=index,
+        provider="ollama",
+    )
+
+
+@final
+class OllamaDecoder:
+    """Ollama's NDJSON lines into chunks.
+
+    ``message.content`` is answer text; ``message.thinking`` is not. Tool calls
+    arrive whole, their arguments already JSON objects. The ``done`` line gives
+    the usage (``prompt_eval_count`` in, ``eval_count`` out); its timings stay in
+    the final chunk's ``raw``.
+    """
+
+    __slots__ = ("_builder", "_lines")
+
+    def __init__(self, model: str | None = None) -> None:
+        self._lines = NDJSONDecoder()
+        self._builder = ResponseBuilder("ollama", model)
+
+    def feed(self, data: bytes) -> list[ChatResponse]:
+        """Decode more of the body."""
+        return self._decode(self._lines.feed(data))
+
+    def flush(self) -> list[ChatResponse]:
+        """End of body; a body without its ``done`` line is incomplete."""
+        chunks = self._decode(self._lines.flush())
+        if not self._builder.done:
+            raise self._builder.incomplete('its "done": true line')
+        return chunks
+
+    def _decode(self, lines: list[bytes]) -> list[ChatResponse]:
+        builder = self._builder
+        out: list[ChatResponse] = []
+        for line in lines:
+            if builder.done:
+                break
+            event = load_json(line, builder)
+            if not isinstance(event, dict):
+                raise builder.protocol_error(f"expected an object, got {line[:80]!r}")
+            if "error" in event:
+                raise self._error(event)
+            if isinstance(event.get("model"), str):
+                builder.model = event["model"]
+            message = event.get("message")
+            if isinstance(message, dict):
+                content = message.get("content")
+                if isinstance(content, str) and content:
+                    out.append(builder.text(content, event))
+                for call in message.get("tool_calls") or ():
+                    function = call.get("function") if isinstance(call, dict) else None
+                    if isinstance(function, dict) and function.get("name"):
+                        builder.tool_call(
+                            id=call.get("id"),
+                            name=str(function["name"]),
+                            arguments=function.get("arguments") or {},
+                        )
+            if event.get("done") is True:
+                builder.finish_reason = str(event.get("done_reason") or "stop")
+                builder.usage = Usage(
+                    input_tokens=_count(event.get("prompt_eval_count")),
+                    output_tokens=_count(event.get("eval_count")),
+                )
+                out.append(builder.finish(event))
+        return out
+
+    def _error(self, event: dict[str, Any]) -> APIError:
+        error = event["error"]
+        message = error.get("message") if isinstance(error, dict) else error
+        text = str(message or "error line")
+        # "server busy, please try again" is Ollama's overload answer (its HTTP 503).
+        cls = OverloadedError if "busy" in text.lower() else ServerError
+        return cls(
+            text,
+            status=200,
+            provider="ollama",
+            body=json.dumps(event)[:4096],
+            partial=self._builder.snapshot(event),
+        )
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
