@@ -411,11 +411,15 @@ def _open(data: bytes, mimetype: str, where: str, index: int) -> PILImage:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _bomb(where, index, str(exc)) from exc
     except UnidentifiedImageError as exc:
-        hint = ""
         if mimetype in ("image/heic", "image/heif"):
-            hint = " (HEIC/HEIF needs the pillow-heif package: pip install pillow-heif)"
+            raise InvalidImageError(
+                f"{where} is {mimetype}, which needs the pillow-heif package to decode "
+                "(pip install pillow-heif), or convert it to JPEG first",
+                image_index=index,
+            ) from exc
         raise InvalidImageError(
-            f"{where} looks like {mimetype} but cannot be decoded{hint}", image_index=index
+            f"{where} is truncated or corrupt (it starts like {mimetype}, but cannot be decoded)",
+            image_index=index,
         ) from exc
     except Exception as exc:
         raise _corrupt(where, index, exc) from exc
@@ -567,29 +571,29 @@ def _describe_budget(policy: ImagePolicy) -> str:
 def _fit(
     data: bytes, mimetype: str, policy: ImagePolicy, target: _Target, where: str, index: int
 ) -> FittedImage:
-    with _open(data, mimetype, where, index) as image:
-        width, height = image.size
-        orientation = _orientation(image)
-        animated = bool(getattr(image, "is_animated", False))
-        size = _scaled_size(width, height, target.edge, target.pixels)
-        needs = (
-            mimetype not in policy.accepted_types
-            or orientation != 1
-            or size != (width, height)
-            or (target.budget is not None and len(data) > target.budget)
-            or (animated and not policy.accepts_animation)
-        )
-        try:
-            if not needs:
-                _verify(image, mimetype)
-                return FittedImage(
-                    data=data, mimetype=mimetype, width=width, height=height, changed=False
-                )
-            picture = _decode(image, mimetype, size)
-        except InvalidImageError:
-            raise
-        except Exception as exc:
-            raise _corrupt(where, index, exc) from exc
+    # Not closed with ``with``: the picture is read from memory, and closing would
+    # invalidate the decoded pixels we go on using.
+    image = _open(data, mimetype, where, index)
+    width, height = image.size
+    orientation = _orientation(image)
+    animated = bool(getattr(image, "is_animated", False))
+    size = _scaled_size(width, height, target.edge, target.pixels)
+    needs = (
+        mimetype not in policy.accepted_types
+        or orientation != 1
+        or size != (width, height)
+        or (target.budget is not None and len(data) > target.budget)
+        or (animated and not policy.accepts_animation)
+    )
+    try:
+        if not needs:
+            _verify(image, mimetype)
+            return FittedImage(
+                data=data, mimetype=mimetype, width=width, height=height, changed=False
+            )
+        picture = _decode(image, mimetype, size)
+    except Exception as exc:
+        raise _corrupt(where, index, exc) from exc
     out_type = _output_type(mimetype, policy, _has_alpha(picture))
     if out_type is None:
         raise InvalidImageError(
@@ -614,7 +618,7 @@ def _decode(image: PILImage, mimetype: str, size: tuple[int, int]) -> PILImage:
         image.draft(image.mode if image.mode in ("RGB", "L") else "RGB", size)
     image.load()
     if image.mode in ("RGB", "RGBA", "L"):
-        return image.copy()
+        return image
     if _has_alpha(image):
         return image.convert("RGBA")
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -1066,7 +1070,7 @@ async def _read_image_body(response: httpx.Response, where: str, index: int, lim
         )
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_raw():
+    async for chunk in response.aiter_bytes():
         size += len(chunk)
         if size > limit:
             raise InvalidImageError(
