@@ -8,7 +8,7 @@ in a daemon thread (one per backend), started on first use, leased by each
 
 A sync stream does not cross threads once per chunk. One pump task per stream
 runs the async iterator start to finish (so context variables, spans and
-cancel scopes stay in one task) and feeds a bounded memory stream; the caller
+cancel scopes stay in one task) and appends to a bounded buffer; the caller
 takes every chunk already buffered in one portal call.
 """
 
@@ -25,7 +25,6 @@ from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, fina
 
 import anyio
 from anyio.from_thread import BlockingPortal
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from mmstream.errors import ConfigurationError
 
@@ -198,6 +197,9 @@ class _Failure:
 class SyncStream(Generic[T]):
     """A blocking iterator over an async stream; also a context manager.
 
+    One pump task on the portal runs the async stream and appends chunks to a
+    list (bounded: it waits when the list is full); each ``__next__`` that
+    finds the local batch empty takes the whole list in one portal call.
     Leaving early (``break`` inside ``with``, ``close()``, an exception)
     cancels the pump and waits until the async stream is closed, so the HTTP
     response is closed when ``close()`` returns.
@@ -206,13 +208,16 @@ class SyncStream(Generic[T]):
     __slots__ = (
         "_batch",
         "_done",
+        "_ended",
         "_factory",
         "_future",
         "_index",
-        "_receive",
+        "_items",
         "_runner",
         "_scope",
+        "_space",
         "_started",
+        "_waiter",
     )
 
     def __init__(self, runner: PortalRunner, factory: Callable[[], AsyncIterator[T]]) -> None:
@@ -222,9 +227,13 @@ class SyncStream(Generic[T]):
         self._index = 0
         self._done = False
         self._started = False
-        self._receive: MemoryObjectReceiveStream[Any] | None = None
-        self._scope: anyio.CancelScope | None = None
         self._future: Future[None] | None = None
+        # Shared with the pump; touched only on the portal's event loop thread.
+        self._items: list[Any] = []
+        self._ended = False
+        self._waiter: anyio.Event | None = None
+        self._space: anyio.Event | None = None
+        self._scope: anyio.CancelScope | None = None
 
     def __iter__(self) -> Iterator[T]:
         return self
@@ -263,43 +272,45 @@ class SyncStream(Generic[T]):
         return portal
 
     async def _pump(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        send: MemoryObjectSendStream[Any]
-        send, self._receive = anyio.create_memory_object_stream[Any](BUFFER_SIZE)
         with anyio.CancelScope() as scope:
             self._scope = scope
             task_status.started()
-            async with send:
-                iterator = self._factory()
-                try:
-                    async for item in iterator:
-                        try:
-                            send.send_nowait(item)
-                        except anyio.WouldBlock:
-                            await send.send(item)
-                except Exception as exc:
-                    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                        await send.send(_Failure(exc))
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        aclose = getattr(iterator, "aclose", None)
-                        if aclose is not None:
-                            await aclose()
+            iterator = self._factory()
+            try:
+                async for item in iterator:
+                    items = self._items  # _take swaps in a fresh list: never keep the old one
+                    items.append(item)
+                    waiter = self._waiter
+                    if waiter is not None:
+                        self._waiter = None
+                        waiter.set()
+                    if len(items) >= BUFFER_SIZE:
+                        self._space = space = anyio.Event()
+                        await space.wait()
+            except Exception as exc:
+                self._items.append(_Failure(exc))
+            finally:
+                self._ended = True
+                if self._waiter is not None:
+                    self._waiter.set()
+                with anyio.CancelScope(shield=True):
+                    aclose = getattr(iterator, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
 
     async def _take(self) -> list[Any]:
         """Wait for one item, then take every item already buffered (one thread hop)."""
-        receive = self._receive
-        assert receive is not None
-        batch: list[Any] = []
-        try:
-            batch.append(await receive.receive())
-            while True:
-                batch.append(receive.receive_nowait())
-        except anyio.WouldBlock:
-            return batch
-        except anyio.EndOfStream:
-            receive.close()
+        while not self._items and not self._ended:
+            self._waiter = waiter = anyio.Event()
+            await waiter.wait()
+        batch, self._items = self._items, []
+        space = self._space
+        if space is not None:
+            self._space = None
+            space.set()
+        if self._ended:
             batch.append(_END)
-            return batch
+        return batch
 
     def _finish(self) -> None:
         self._done = True
@@ -320,8 +331,6 @@ class SyncStream(Generic[T]):
     async def _cancel(self) -> None:
         if self._scope is not None:
             self._scope.cancel()
-        if self._receive is not None:
-            self._receive.close()
 
     def __enter__(self) -> SyncStream[T]:
         return self
