@@ -9,7 +9,7 @@ can compute it; a :class:`Script` replaces or shapes it.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal, final
 
 from attrs import evolve, field, frozen
@@ -146,6 +146,10 @@ class ToolCall:
     id: str | None = None
 
 
+def _tool_calls(value: Iterable[ToolCall]) -> tuple[ToolCall, ...]:
+    return tuple(value)
+
+
 @final
 @frozen(kw_only=True)
 class Script:
@@ -178,7 +182,7 @@ class Script:
     input_tokens: int | None = None
     output_tokens: int | None = None
     finish_reason: str | None = None
-    tool_calls: Sequence[ToolCall] = field(default=(), converter=tuple)
+    tool_calls: tuple[ToolCall, ...] = field(default=(), converter=_tool_calls)
     model: str | None = None
 
     @classmethod
@@ -195,20 +199,27 @@ class Script:
         """This script with ``other``'s non-default fields laid over it."""
         if other is None:
             return self
-        changes: dict[str, Any] = {}
-        for name in ("text", "chunks", "chunk_size", "input_tokens", "output_tokens"):
-            value = getattr(other, name)
-            if value is not None:
-                changes[name] = value
-        for name in ("finish_reason", "model"):
-            value = getattr(other, name)
-            if value is not None:
-                changes[name] = value
+        changes: dict[str, Any] = {
+            name: getattr(other, name)
+            for name in _OPTIONAL_FIELDS
+            if getattr(other, name) is not None
+        }
         if other.pause:
             changes["pause"] = other.pause
         if other.tool_calls:
             changes["tool_calls"] = other.tool_calls
         return evolve(self, **changes) if changes else self
+
+
+_OPTIONAL_FIELDS = (
+    "text",
+    "chunks",
+    "chunk_size",
+    "input_tokens",
+    "output_tokens",
+    "finish_reason",
+    "model",
+)
 
 
 @final

@@ -265,6 +265,8 @@ class TestServer:
         self.port = port
         self.requests: list[RecordedRequest] = []
         self.disconnects: list[Disconnect] = []
+        #: unexpected exceptions raised while handling a connection (a server bug).
+        self.errors: list[Exception] = []
         self.connections_opened = 0
         self.connections_open = 0
         self._queue: list[_Queued] = []
@@ -376,11 +378,15 @@ class TestServer:
         self._stack = stack
         return self
 
-    async def __aexit__(self, *exc_info: Any) -> bool | None:
-        """Stop serving and close every connection."""
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Stop serving and close every connection.
+
+        The body's own exception is not passed into the server's task group,
+        so it propagates as it is (not wrapped in an exception group on trio).
+        """
         stack, self._stack = self._stack, None
         assert stack is not None
-        return await stack.__aexit__(*exc_info)
+        await stack.aclose()
 
     async def serve_forever(self, on_ready: Callable[[TestServer], object] | None = None) -> None:
         """Serve until cancelled (the CLI); ``on_ready`` is called once listening."""
@@ -458,6 +464,8 @@ class TestServer:
                     break
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError):
             pass
+        except Exception as exc:  # a bug here must not take the whole server (and test) down
+            self.errors.append(exc)
         finally:
             self.connections_open -= 1
             with anyio.CancelScope(shield=True):
