@@ -1,40 +1,120 @@
-"""The I/O edge: an httpx connection pool per event loop, streaming, error mapping.
+"""The I/O edge: an httpx connection pool per event loop, streaming, timeouts, error mapping.
 
 Providers describe requests (:class:`~mmstream.request.HTTPRequest`); the
 transport sends them and yields the raw body bytes. Every httpx exception is
 mapped to an :class:`~mmstream.errors.MMStreamError` here, at the edge
-(:func:`map_exceptions`). The response is closed the moment the consumer
-stops, fails or is cancelled.
+(:func:`map_exceptions`); an error status becomes the provider's typed error
+(its ``parse_error``). The response is closed the moment the consumer stops,
+fails or is cancelled, so its connection goes back to the pool (or, when the
+body was not read to the end, is closed).
+
+Each event loop gets its own ``httpx.AsyncClient`` (a connection pool cannot be
+shared between loops); the blocking methods run on mmstream's portal loop,
+which therefore has its own pool too. ``aclose()`` closes the pool of the
+loop it runs on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
+import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, final
 
 import anyio
 import anyio.lowlevel
 import httpx
+from attrs import frozen
 
+from mmstream._version import __version__
 from mmstream.errors import (
     APIConnectionError,
     APITimeoutError,
     IncompleteStreamError,
     InvalidRequestError,
+    MMStreamError,
+    ProviderProtocolError,
 )
+from mmstream.providers.base import default_parse_error
 
 if TYPE_CHECKING:
     from mmstream.providers.base import Provider
     from mmstream.request import HTTPRequest
 
-__all__ = ["DEFAULT_TIMEOUT", "Transport", "map_exceptions"]
+__all__ = ["DEFAULT_TIMEOUT", "MAX_ERROR_BODY", "Timeouts", "Transport", "map_exceptions"]
 
-#: connect 10 s, and 600 s for each read/write/pool wait (answers can be long).
-DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=10.0)
 #: error bodies are read up to this size (a proxy may send a large HTML page).
 MAX_ERROR_BODY = 64 * 1024
+#: the longest connect timeout a plain number of seconds sets.
+_CONNECT_CAP = 10.0
+
+
+@final
+@frozen(kw_only=True)
+class Timeouts:
+    """Deadlines for one HTTP exchange, in seconds; ``None`` means no limit.
+
+    Attributes:
+        connect: to open the connection (TCP and TLS).
+        read: between two reads of the response: the longest silence of a stream.
+        write: to send a piece of the request body.
+        pool: to wait for a free connection of the pool.
+        total: for the whole exchange, from sending the request to the last byte
+            of the answer. Reported as ``APITimeoutError(kind="total")``.
+
+    A plain number ``t`` (``timeout=30``) means ``read``, ``write`` and ``pool``
+    of ``t`` and ``connect`` of ``min(t, 10)``, with no total (the httpx and
+    OpenAI SDK meaning). Give ``Timeouts`` for a total or finer control, to
+    :class:`Transport` (for every call) or as a call's ``timeout`` option (which
+    replaces the transport's for that call).
+
+    Example:
+        ``Transport(timeout=Timeouts(connect=5, read=30, total=120))``, or per call
+        ``await llm.acomplete("...", timeout=Timeouts(total=20))``.
+    """
+
+    connect: float | None = _CONNECT_CAP
+    read: float | None = 600.0
+    write: float | None = 600.0
+    pool: float | None = 600.0
+    total: float | None = None
+
+    @classmethod
+    def from_value(cls, value: float | Timeouts | httpx.Timeout | None) -> Timeouts:
+        """Timeouts from a number of seconds, an ``httpx.Timeout``, or ``None`` (the defaults)."""
+        if value is None:
+            return DEFAULT_TIMEOUT
+        if isinstance(value, Timeouts):
+            return value
+        if isinstance(value, httpx.Timeout):
+            return cls(connect=value.connect, read=value.read, write=value.write, pool=value.pool)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidRequestError(
+                f"timeout must be a number of seconds or a Timeouts, not {type(value).__name__}"
+            )
+        if not value > 0:
+            raise InvalidRequestError(f"timeout must be > 0 seconds, not {value!r}")
+        seconds = float(value)
+        return cls(connect=min(seconds, _CONNECT_CAP), read=seconds, write=seconds, pool=seconds)
+
+    def to_httpx(self) -> httpx.Timeout:
+        """The per-phase part, as httpx takes it."""
+        return httpx.Timeout(connect=self.connect, read=self.read, write=self.write, pool=self.pool)
+
+
+#: connect 10 s, and 600 s for each read/write/pool wait (answers can be long); no total.
+DEFAULT_TIMEOUT = Timeouts()
+
+
+_TIMEOUT_KINDS: Mapping[type[Exception], str] = {
+    httpx.ConnectTimeout: "connect",
+    httpx.ReadTimeout: "read",
+    httpx.WriteTimeout: "write",
+    httpx.PoolTimeout: "pool",
+}
 
 
 @contextlib.contextmanager
@@ -43,12 +123,7 @@ def map_exceptions(provider: str, *, streaming: bool = False) -> Iterator[None]:
     try:
         yield
     except httpx.TimeoutException as exc:
-        kind = {
-            httpx.ConnectTimeout: "connect",
-            httpx.ReadTimeout: "read",
-            httpx.WriteTimeout: "write",
-            httpx.PoolTimeout: "pool",
-        }.get(type(exc), "read")
+        kind = _TIMEOUT_KINDS.get(type(exc), "read")
         raise APITimeoutError(
             f"{provider}: {kind} timeout ({exc or type(exc).__name__})",
             kind=kind,
@@ -62,23 +137,40 @@ def map_exceptions(provider: str, *, streaming: bool = False) -> Iterator[None]:
         raise APIConnectionError(
             f"{provider}: the server broke the HTTP protocol ({exc})", provider=provider
         ) from exc
-    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError) as exc:
         raise InvalidRequestError(
-            f"{provider}: cannot send to that URL ({exc})", provider=provider
+            f"{provider}: cannot send that request ({exc}); check the base URL and headers",
+            provider=provider,
         ) from exc
     except httpx.TransportError as exc:
         what = "the connection dropped mid-stream" if streaming else "could not connect"
         raise APIConnectionError(
             f"{provider}: {what} ({exc or type(exc).__name__})", provider=provider
         ) from exc
+    except httpx.DecodingError as exc:
+        raise ProviderProtocolError(
+            f"{provider}: the response body could not be decoded ({exc})", provider=provider
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise APIConnectionError(
+            f"{provider}: the HTTP exchange failed ({exc or type(exc).__name__})",
+            provider=provider,
+        ) from exc
 
 
-def _timeout(value: float | httpx.Timeout | None) -> httpx.Timeout:
-    if value is None:
-        return DEFAULT_TIMEOUT
-    if isinstance(value, httpx.Timeout):
-        return value
-    return httpx.Timeout(value, connect=min(value, DEFAULT_TIMEOUT.connect or value))
+def _total_timeout(provider: str, seconds: float | None) -> APITimeoutError:
+    return APITimeoutError(
+        f"{provider}: total timeout ({seconds:g} s for the whole exchange)",
+        kind="total",
+        provider=provider,
+    )
+
+
+def _alive(token: object, ref: weakref.ref[Any]) -> bool:
+    if ref() is not token:
+        return False
+    is_closed = getattr(token, "is_closed", None)  # an asyncio loop
+    return not (callable(is_closed) and is_closed())
 
 
 @final
@@ -86,104 +178,200 @@ class Transport:
     """Sends provider requests over one pooled ``httpx.AsyncClient`` per event loop.
 
     Args:
-        timeout: seconds (or an ``httpx.Timeout``) for each phase of the exchange;
-            a call's ``timeout`` option overrides it.
+        timeout: seconds, :class:`Timeouts` or an ``httpx.Timeout`` for every call;
+            a call's ``timeout`` option replaces it for that call.
         limits: the connection pool's limits.
         http_transport: an ``httpx.AsyncBaseTransport`` to send through instead of
             the network (``httpx.MockTransport`` in tests, a proxy transport, ...).
-        headers: headers added to every request (after the provider's own).
+        headers: headers added to every request (the provider's own win).
+
+    It is also an async context manager: leaving it closes the running loop's pool.
     """
 
     def __init__(
         self,
         *,
-        timeout: float | httpx.Timeout | None = None,
+        timeout: float | Timeouts | httpx.Timeout | None = None,
         limits: httpx.Limits | None = None,
         http_transport: httpx.AsyncBaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        self.timeout = _timeout(timeout)
+        self.timeouts = Timeouts.from_value(timeout)
         self.limits = limits or httpx.Limits(max_connections=1000, max_keepalive_connections=100)
         self._http_transport = http_transport
-        self._headers = dict(headers or {})
-        self._clients: dict[object, httpx.AsyncClient] = {}
+        self._headers = {"User-Agent": f"mmstream/{__version__}", **(headers or {})}
+        # id(loop or trio token) -> (weak reference to it, its pool)
+        self._clients: dict[int, tuple[weakref.ref[Any], httpx.AsyncClient]] = {}
+
+    @property
+    def timeout(self) -> Timeouts:
+        """The timeouts of every call (alias of ``timeouts``)."""
+        return self.timeouts
 
     def __repr__(self) -> str:
-        return f"Transport(timeout={self.timeout!r}, clients={len(self._clients)})"
+        return f"Transport(timeouts={self.timeouts!r}, pools={len(self._clients)})"
 
     def client(self) -> httpx.AsyncClient:
         """The connection pool of the running event loop (created on first use)."""
-        key = anyio.lowlevel.current_token().native_token
-        client = self._clients.get(key)
-        if client is None or client.is_closed:
-            from mmstream._offline_transport import OfflineTransport
+        token = anyio.lowlevel.current_token().native_token
+        entry = self._clients.get(id(token))
+        if entry is not None and entry[0]() is token and not entry[1].is_closed:
+            return entry[1]
+        self._prune()
+        from mmstream._offline_transport import OfflineTransport
 
-            client = httpx.AsyncClient(
-                timeout=self.timeout,
-                limits=self.limits,
-                transport=self._http_transport,
-                mounts={"offline://": OfflineTransport()},
-                headers=self._headers,
-                follow_redirects=False,
-            )
-            self._clients[key] = client
+        client = httpx.AsyncClient(
+            timeout=self.timeouts.to_httpx(),
+            limits=self.limits,
+            transport=self._http_transport,
+            mounts={"offline://": OfflineTransport()},
+            headers=self._headers,
+            follow_redirects=False,
+        )
+        self._clients[id(token)] = (weakref.ref(token), client)
         return client
 
+    def _prune(self) -> None:
+        """Forget the pools of event loops that have ended (they cannot be closed any more)."""
+        for key, (ref, client) in list(self._clients.items()):
+            token = ref()
+            if token is None or not _alive(token, ref) or client.is_closed:
+                self._clients.pop(key, None)
+
     async def aclose(self) -> None:
-        """Close the pool of the running event loop."""
-        key = anyio.lowlevel.current_token().native_token
-        client = self._clients.pop(key, None)
-        if client is not None:
+        """Close the pool of the running event loop; a later call opens a new one."""
+        token = anyio.lowlevel.current_token().native_token
+        entry = self._clients.pop(id(token), None)
+        if entry is not None and entry[0]() is token:
             with anyio.CancelScope(shield=True):
-                await client.aclose()
+                await entry[1].aclose()
+
+    async def __aenter__(self) -> Transport:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _build(self, client: httpx.AsyncClient, request: HTTPRequest, name: str) -> httpx.Request:
+        headers = dict(request.headers)
+        lowered = {key.lower() for key in headers}
+        if "accept" not in lowered:
+            headers["Accept"] = (
+                "application/x-ndjson" if request.stream_format == "ndjson" else "text/event-stream"
+            )
+        content = None
+        if request.json is not None:
+            content = _dumps(request.json)
+            if "content-type" not in lowered:
+                headers["Content-Type"] = "application/json"
+        try:
+            with map_exceptions(name):
+                return client.build_request(
+                    request.method, request.url, headers=headers, content=content
+                )
+        except UnicodeEncodeError:
+            # The message would quote the header (maybe an API key): say where, not what.
+            raise InvalidRequestError(
+                f"{name}: a header value is not ASCII; check the API key and extra headers "
+                "for stray characters",
+                provider=name,
+            ) from None
 
     async def stream(self, request: HTTPRequest, provider: Provider) -> AsyncIterator[bytes]:
         """Send ``request`` and yield the response body as it arrives.
 
-        An error status raises the provider's typed error (from its
-        ``parse_error``); the response is closed when the generator is closed.
+        A status outside 2xx raises the provider's typed error (from its
+        ``parse_error``) carrying the server's message and request id. The
+        response is closed when the generator is closed, however that happens.
+
+        Raises:
+            APIError: an error status (subclass by status).
+            APITimeoutError: a connect, read, write, pool or total deadline passed.
+            APIConnectionError: the server could not be reached or the connection dropped.
+            IncompleteStreamError: the connection closed in the middle of the body.
         """
         name = provider.name
         client = self.client()
-        timeout = _timeout(request.timeout) if request.timeout is not None else self.timeout
-        with map_exceptions(name):
-            http_request = client.build_request(
-                request.method,
-                request.url,
-                headers=request.headers,
-                content=None if request.json is None else _dumps(request.json),
-                timeout=timeout,
-            )
+        timeouts = self.timeouts if request.timeout is None else _call_timeouts(request.timeout)
+        http_request = self._build(client, request, name)
+        http_request.extensions["timeout"] = timeouts.to_httpx().as_dict()
+        total = timeouts.total
+        deadline = math.inf if total is None else anyio.current_time() + total
+
+        with anyio.CancelScope(deadline=deadline) as scope, map_exceptions(name):
             response = await client.send(http_request, stream=True)
-        body_iterator = response.aiter_bytes()
+        if scope.cancelled_caught:
+            raise _total_timeout(name, total)
+        chunks = response.aiter_bytes()
         try:
-            if response.status_code >= 400:
-                with map_exceptions(name):
-                    body = await _read_bounded(body_iterator, MAX_ERROR_BODY)
-                raise provider.parse_error(response.status_code, response.headers, body)
-            with map_exceptions(name, streaming=True):
-                async for data in body_iterator:
-                    yield data
+            if not 200 <= response.status_code < 300:
+                with anyio.CancelScope(deadline=deadline) as scope, map_exceptions(name):
+                    body = await _read_bounded(chunks, MAX_ERROR_BODY)
+                if scope.cancelled_caught:
+                    raise _total_timeout(name, total)
+                raise _parse_error(provider, response, body)
+            next_chunk = chunks.__anext__
+            while True:
+                if total is None:
+                    with map_exceptions(name, streaming=True):
+                        try:
+                            data = await next_chunk()
+                        except StopAsyncIteration:
+                            return
+                else:
+                    with (
+                        anyio.CancelScope(deadline=deadline) as scope,
+                        map_exceptions(name, streaming=True),
+                    ):
+                        try:
+                            data = await next_chunk()
+                        except StopAsyncIteration:
+                            return
+                    if scope.cancelled_caught:
+                        raise _total_timeout(name, total)
+                yield data  # never inside a cancel scope
         finally:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
-                await _finish(body_iterator)
+                await _finish(chunks)
+
+
+def _call_timeouts(value: object) -> Timeouts:
+    return Timeouts.from_value(value)  # type: ignore[arg-type]
+
+
+def _parse_error(provider: Provider, response: httpx.Response, body: bytes) -> MMStreamError:
+    """The provider's typed error; a parse_error that fails falls back to the common shapes."""
+    try:
+        return provider.parse_error(response.status_code, response.headers, body)
+    except Exception:
+        return default_parse_error(provider.name, response.status_code, response.headers, body)
 
 
 def _dumps(body: Any) -> bytes:
     """Compact JSON bytes (``ensure_ascii=False`` keeps non-ASCII text short)."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(
+            "utf-8"
+        )
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequestError(f"the request body cannot be sent as JSON ({exc})") from exc
 
 
-async def _read_bounded(body: AsyncIterator[bytes], limit: int) -> bytes:
-    chunks: list[bytes] = []
+async def _read_bounded(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    parts: list[bytes] = []
     size = 0
-    async for data in body:
-        chunks.append(data)
+    async for data in chunks:
+        parts.append(data)
         size += len(data)
         if size >= limit:
             break
-    return b"".join(chunks)[:limit]
+    return b"".join(parts)[:limit]
 
 
 async def _finish(body: AsyncIterator[bytes]) -> None:
