@@ -15,15 +15,20 @@ from mmstream.providers.base import Provider, StreamDecoder
 
 if TYPE_CHECKING:
     from mmstream.providers.anthropic import Anthropic
+    from mmstream.providers.azure import AzureOpenAI
     from mmstream.providers.gemini import Gemini
     from mmstream.providers.offline import Offline
     from mmstream.providers.ollama import Ollama
+    from mmstream.providers.openai import OpenAI, OpenAICompatible
 
 __all__ = [
     "Anthropic",
+    "AzureOpenAI",
     "Gemini",
     "Offline",
     "Ollama",
+    "OpenAI",
+    "OpenAICompatible",
     "Provider",
     "StreamDecoder",
     "from_string",
@@ -36,6 +41,9 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "anthropic": ("mmstream.providers.anthropic", "Anthropic"),
     "gemini": ("mmstream.providers.gemini", "Gemini"),
     "ollama": ("mmstream.providers.ollama", "Ollama"),
+    "openai": ("mmstream.providers.openai", "OpenAI"),
+    "azure": ("mmstream.providers.azure", "AzureOpenAI"),
+    "openai-compatible": ("mmstream.providers.openai", "OpenAICompatible"),
 }
 _CLASSES = {cls: (module, cls) for module, cls in _REGISTRY.values()}
 

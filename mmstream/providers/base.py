@@ -420,6 +420,11 @@ def require_key(provider: str, key: object, *variables: str) -> None:
 # --- call options as provider fields -----------------------------------------------
 
 
+def _to_extra(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """attrs converter: a private copy (typed, so ``extra={...}`` type-checks)."""
+    return {} if value is None else dict(value)
+
+
 def _to_stop(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -435,7 +440,7 @@ class OptionFields:
     top_p: float | None = None
     stop: tuple[str, ...] | None = field(default=None, converter=_to_stop)
     timeout: float | None = None
-    extra: Mapping[str, Any] = field(factory=dict, converter=dict)
+    extra: Mapping[str, Any] = field(factory=dict, converter=_to_extra)
 
     @property
     def options(self) -> CallOptions:

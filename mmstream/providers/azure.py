@@ -1,0 +1,206 @@
+"""Azure OpenAI's Chat Completions, sans-I/O: OpenAI's wire format behind Azure's URLs and keys.
+
+Two URL shapes (https://learn.microsoft.com/azure/ai-foundry/openai/api-version-lifecycle):
+
+- the dated API, ``POST {endpoint}/openai/deployments/{deployment}/chat/completions
+  ?api-version=2024-10-21`` (the latest GA version; the default here);
+- the v1 API (GA since August 2025), ``POST {endpoint}/openai/v1/chat/completions``
+  with no ``api-version``, where the body's ``model`` names the deployment. Choose
+  it with ``api_version="v1"`` (or ``"preview"`` for ``?api-version=preview``).
+
+Authentication is the ``api-key`` header, or ``Authorization: Bearer`` with a
+Microsoft Entra ID token (``azure_ad_token``). The stream is OpenAI's, plus
+Azure's content filtering: a first chunk with ``choices: []`` and
+``prompt_filter_results``, chunks with ``content_filter_results`` and no
+``delta``, annotation chunks after the finish, and ``finish_reason:
+"content_filter"``. Inline images must be ``data:`` URLs (bare base64 is
+refused). The request id is the ``apim-request-id`` header.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, ClassVar, final
+from urllib.parse import quote
+
+from attrs import Factory, field, frozen
+
+from mmstream._secret import Secret, to_secret
+from mmstream.errors import APIError, ConfigurationError
+from mmstream.images import AZURE_POLICY, ImagePolicy
+from mmstream.metadata import MultiModalLLMMetadata
+from mmstream.providers.base import OptionFields, env_value
+from mmstream.providers.openai import (
+    OpenAIChatDecoder,
+    chat_body,
+    openai_metadata,
+    parse_openai_error,
+)
+from mmstream.request import ChatRequest, HTTPRequest
+
+__all__ = ["DEFAULT_API_VERSION", "AzureOpenAI"]
+
+#: the latest GA dated API version (it takes ``stream_options`` and ``max_completion_tokens``).
+DEFAULT_API_VERSION = "2024-10-21"
+#: dated versions before this one know neither ``stream_options`` nor
+#: ``max_completion_tokens`` (both came with 2024-09-01-preview).
+_FIRST_MODERN_VERSION = "2024-09-01"
+#: api_version values that select the v1 API.
+_V1_VERSIONS = frozenset({"v1", "preview", "latest"})
+
+
+def _env(*names: str) -> Any:
+    return Factory(lambda: env_value(os.environ, *names))
+
+
+def _endpoint() -> str:
+    return env_value(os.environ, "AZURE_OPENAI_ENDPOINT") or ""
+
+
+def _api_version() -> str:
+    return env_value(os.environ, "OPENAI_API_VERSION", "AZURE_OPENAI_API_VERSION") or (
+        DEFAULT_API_VERSION
+    )
+
+
+def _to_endpoint(value: str) -> str:
+    """The resource root: a trailing ``/``, ``/openai`` or ``/openai/v1`` is dropped."""
+    value = value.strip().rstrip("/")
+    for suffix in ("/openai/v1", "/openai"):
+        if value.endswith(suffix):
+            value = value[: -len(suffix)]
+    return value
+
+
+def _to_headers(value: Mapping[str, str] | None) -> Mapping[str, str]:
+    return {} if value is None else dict(value)
+
+
+@final
+@frozen(kw_only=True)
+class AzureOpenAI(OptionFields):
+    """A deployment of Azure OpenAI (``"azure:DEPLOYMENT"``).
+
+    Args:
+        deployment: the deployment name (it goes into the URL, or into ``model``
+            for the v1 API).
+        model: the model behind the deployment, for ``metadata`` (limits are looked
+            up by it); defaults to the deployment name. Either one is enough.
+        endpoint: ``https://RESOURCE.openai.azure.com``; ``AZURE_OPENAI_ENDPOINT``.
+        api_version: a dated version (``OPENAI_API_VERSION``, else ``2024-10-21``),
+            or ``"v1"`` for the v1 API (``"preview"`` adds ``?api-version=preview``).
+        api_key: sent as ``api-key``; ``AZURE_OPENAI_API_KEY``.
+        azure_ad_token: a Microsoft Entra ID token, sent as ``Authorization: Bearer``
+            instead of the key; ``AZURE_OPENAI_AD_TOKEN``.
+        headers: more headers for every request.
+        **options: default call options; ``extra`` keys go into the body.
+
+    A missing endpoint or credential is reported when a call is made.
+
+    Example:
+        ``AzureOpenAI(deployment="gpt4o-prod", model="gpt-4o", endpoint="https://x.openai.azure.com")``
+    """
+
+    name: ClassVar[str] = "azure"
+
+    deployment: str = ""
+    model: str = ""
+    endpoint: str = field(default=Factory(_endpoint), converter=_to_endpoint)
+    api_version: str = field(default=Factory(_api_version))
+    api_key: Secret | None = field(
+        default=_env("AZURE_OPENAI_API_KEY"), converter=to_secret, repr=False
+    )
+    azure_ad_token: Secret | None = field(
+        default=_env("AZURE_OPENAI_AD_TOKEN"), converter=to_secret, repr=False
+    )
+    headers: Mapping[str, str] = field(factory=dict, converter=_to_headers, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.deployment and not self.model:
+            raise ConfigurationError(
+                "AzureOpenAI needs a deployment: pass deployment=... or use 'azure:DEPLOYMENT'",
+                provider=self.name,
+            )
+        if not self.deployment:
+            object.__setattr__(self, "deployment", self.model)
+        if not self.model:
+            object.__setattr__(self, "model", self.deployment)
+
+    @property
+    def uses_v1_api(self) -> bool:
+        """Whether requests go to the v1 API (``/openai/v1/...``) instead of a deployment URL."""
+        return self.api_version.strip().lower() in _V1_VERSIONS
+
+    @property
+    def metadata(self) -> MultiModalLLMMetadata:
+        """The limits of the model behind the deployment (looked up by ``model``)."""
+        return openai_metadata(self.model, max_images=AZURE_POLICY.max_images)
+
+    @property
+    def image_policy(self) -> ImagePolicy:
+        """Azure's documented image limits (see :data:`mmstream.images.AZURE_POLICY`)."""
+        return AZURE_POLICY
+
+    def _url(self) -> str:
+        version = self.api_version.strip()
+        if self.uses_v1_api:
+            url = f"{self.endpoint}/openai/v1/chat/completions"
+            return f"{url}?api-version=preview" if version.lower() == "preview" else url
+        deployment = quote(self.deployment, safe="")
+        return (
+            f"{self.endpoint}/openai/deployments/{deployment}/chat/completions"
+            f"?api-version={quote(version, safe='')}"
+        )
+
+    def _modern(self) -> bool:
+        return self.uses_v1_api or self.api_version.strip() >= _FIRST_MODERN_VERSION
+
+    def build_request(self, request: ChatRequest) -> HTTPRequest:
+        """The chat request for this deployment, authenticated by token or key.
+
+        Raises:
+            ConfigurationError: no endpoint, or neither a key nor a token.
+        """
+        if not self.endpoint:
+            raise ConfigurationError(
+                "azure needs an endpoint: pass endpoint='https://RESOURCE.openai.azure.com' "
+                "or set AZURE_OPENAI_ENDPOINT.",
+                provider=self.name,
+            )
+        headers = dict(self.headers)
+        if self.azure_ad_token:
+            headers["Authorization"] = f"Bearer {self.azure_ad_token.get_secret_value()}"
+        elif self.api_key:
+            headers["api-key"] = self.api_key.get_secret_value()
+        else:
+            raise ConfigurationError(
+                "azure needs a credential: pass api_key=... (or azure_ad_token=...) or set "
+                "AZURE_OPENAI_API_KEY (or AZURE_OPENAI_AD_TOKEN).",
+                provider=self.name,
+            )
+        modern = self._modern()
+        return HTTPRequest(
+            url=self._url(),
+            headers=headers,
+            json=chat_body(
+                request,
+                self.name,
+                # The v1 API reads the deployment from ``model``; the dated API takes it
+                # from the URL and ignores ``model`` (Azure's own SDK sends it anyway).
+                model=self.deployment,
+                max_tokens_field="max_completion_tokens" if modern else "max_tokens",
+                include_usage=modern,
+            ),
+            timeout=request.options.timeout,
+        )
+
+    def new_decoder(self, request: ChatRequest) -> OpenAIChatDecoder:
+        """OpenAI's strict decoder (empty-``choices`` and filter-only chunks are skipped)."""
+        return OpenAIChatDecoder(self.name, self.model)
+
+    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> APIError:
+        """The typed error; ``code: "content_filter"`` is a ContentFilterError."""
+        return parse_openai_error(
+            self.name, status, headers, body, request_id_header="apim-request-id"
+        )
