@@ -94,6 +94,7 @@ _MMSTREAM_EXTRAS = frozenset({"image_policy"})
 
 #: ``ErrorInfo.reason`` values of a bad key: Gemini answers them with HTTP 400.
 _AUTH_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED"})
+_BAD_KEY_MESSAGE = "API key not valid"
 
 
 def _limits(model: str) -> tuple[int, int]:
@@ -235,7 +236,10 @@ class Gemini(OptionFields):
         message, type_, code, data = error_message_from_body(body)
         reason, delay = _details(data)
         cls = error_class_for_status(status)
-        if reason in _AUTH_REASONS:
+        if reason in _AUTH_REASONS or (
+            reason is None and status == 400 and message.startswith(_BAD_KEY_MESSAGE)
+        ):
+            # A body stripped of its details (by a proxy) still says what it is.
             cls = AuthenticationError
         retry_after = parse_retry_after(headers)
         if retry_after is None:

@@ -531,6 +531,13 @@ def test_bad_key_400_is_an_authentication_error() -> None:
     assert error.message == "API key not valid. Please pass a valid API key."
 
 
+def test_bad_key_without_details_is_still_an_authentication_error() -> None:
+    body = _google_error(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.")
+    assert type(_provider().parse_error(400, {}, body)) is AuthenticationError
+    other = _google_error(400, "INVALID_ARGUMENT", "Request contains an invalid argument.")
+    assert type(_provider().parse_error(400, {}, other)) is BadRequestError
+
+
 def test_quota_429_with_retry_delay() -> None:
     error = _provider().parse_error(429, {}, QUOTA)
     assert type(error) is RateLimitError
