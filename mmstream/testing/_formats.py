@@ -220,8 +220,18 @@ def _finish(answer: Answer) -> str:
     return _FINISH[answer.api].get(answer.finish_reason, answer.finish_reason)
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+#: one encoder for every frame (``json.dumps`` would build a new one per call).
+_dumps: Callable[[Any], str] = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), check_circular=False
+).encode
+#: a str as a JSON string literal (the C encoder ``json`` uses inside).
+_jstr: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def _frames(pieces: list[str], prefix: str, suffix: str) -> list[bytes]:
+    """``prefix + JSON(piece) + suffix`` per piece, rendering each distinct piece once."""
+    rendered = {p: f"{prefix}{_jstr(p)}{suffix}".encode() for p in set(pieces)}
+    return [rendered[p] for p in pieces]
 
 
 def _tool_id(answer: Answer, index: int, call: ToolCall) -> str:
@@ -305,7 +315,7 @@ def _openai_stream(answer: Answer, end: bool) -> Stream:
     )
     prefix = f'data: {envelope}{{"index":0,"delta":{{"content":'
     suffix = f'}}{filters},"logprobs":null,"finish_reason":null}}{close}'
-    stream.chunks = [f"{prefix}{_dumps(p)}{suffix}".encode() for p in answer.pieces]
+    stream.chunks = _frames(answer.pieces, prefix, suffix)
     for index, call in enumerate(answer.tool_calls):
         first = {
             "index": index,
@@ -420,7 +430,7 @@ def _anthropic_stream(answer: Answer, end: bool) -> Stream:
             'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
             '"delta":{"type":"text_delta","text":'
         )
-        stream.chunks = [f"{prefix}{_dumps(p)}}}}}\n\n".encode() for p in answer.pieces]
+        stream.chunks = _frames(answer.pieces, prefix, "}}\n\n")
         stream.tail.append(_sse("content_block_stop", '{"type":"content_block_stop","index":0}'))
         index = 1
     else:
@@ -524,34 +534,42 @@ def _gemini_final_parts(answer: Answer) -> list[dict[str, Any]]:
     return parts or [{"text": ""}]
 
 
+def _gemini_templates(answer: Answer) -> tuple[str, str, str]:
+    """A text event cut around its piece and counts: ``a + JSON(text) + b + count + ... + c``."""
+    marker = "\0piece\0"
+    event = _gemini_event(answer, [{"text": marker}], False, 0)
+    before, after = event.split(_jstr(marker))
+    usage_at = after.index('"candidatesTokenCount":0,"totalTokenCount":')
+    middle = after[: usage_at + len('"candidatesTokenCount":')]
+    rest = after[usage_at + len('"candidatesTokenCount":0,"totalTokenCount":') :]
+    total_end = rest.index(",")
+    return before, middle, rest[total_end:]
+
+
 def _gemini_stream(answer: Answer, end: bool) -> Stream:
     total = len(answer.pieces)
+    before, middle, after = _gemini_templates(answer)
+    prompt = answer.input_tokens
     # Each event reports a cumulative usage snapshot, growing to output_tokens.
-    counts = [(i + 1) * answer.output_tokens // total if total else 0 for i in range(total)]
+    counts = [(i + 1) * answer.output_tokens // total for i in range(total)] if total else []
+    texts = [
+        f'{before}{_jstr(p)}{middle}{c},"totalTokenCount":{prompt + c}{after}'
+        for p, c in zip(answer.pieces, counts, strict=True)
+    ]
+    final = _gemini_event(answer, _gemini_final_parts(answer), True, answer.output_tokens)
     if answer.sse:
         stream = Stream(content_type="text/event-stream")
-        stream.chunks = [
-            f"data: {_gemini_event(answer, [{'text': p}], False, c)}\r\n\r\n".encode()
-            for p, c in zip(answer.pieces, counts, strict=True)
-        ]
+        stream.chunks = [f"data: {t}\r\n\r\n".encode() for t in texts]
         if end:
-            final = _gemini_event(answer, _gemini_final_parts(answer), True, answer.output_tokens)
             stream.tail.append(f"data: {final}\r\n\r\n".encode())
         return stream
     # Without alt=sse the body is one JSON array, streamed element by element.
     stream = Stream(content_type="application/json; charset=UTF-8")
-    events = [
-        _gemini_event(answer, [{"text": p}], False, c)
-        for p, c in zip(answer.pieces, counts, strict=True)
-    ]
-    stream.chunks = [
-        (("[" if i == 0 else ",\r\n") + event).encode() for i, event in enumerate(events)
-    ]
+    stream.chunks = [(("[" if i == 0 else ",\r\n") + t).encode() for i, t in enumerate(texts)]
     if end:
-        final = _gemini_event(answer, _gemini_final_parts(answer), True, answer.output_tokens)
-        stream.tail.append(((",\r\n" if events else "[") + final + "]").encode())
+        stream.tail.append(((",\r\n" if texts else "[") + final + "]").encode())
     else:
-        stream.tail.append(b"]" if events else b"[]")
+        stream.tail.append(b"]" if texts else b"[]")
     return stream
 
 
@@ -609,7 +627,7 @@ def _ollama_stream(answer: Answer, end: bool) -> Stream:
         f'{{"model":{_dumps(answer.model)},"created_at":"{_OLLAMA_TIME}",'
         '"message":{"role":"assistant","content":'
     )
-    stream.chunks = [f'{prefix}{_dumps(p)}}},"done":false}}\n'.encode() for p in answer.pieces]
+    stream.chunks = _frames(answer.pieces, prefix, '},"done":false}\n')
     if answer.tool_calls:
         # Ollama sends the calls whole, in a message line of their own before the last line.
         calls = {

@@ -12,6 +12,7 @@ large writes.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import itertools
 import json
@@ -19,7 +20,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any, Literal, final
 from urllib.parse import parse_qsl, urlsplit
 
@@ -51,6 +52,10 @@ __all__ = ["Disconnect", "RecordedRequest", "TestServer"]
 _MAX_HEAD = 64 * 1024
 #: largest single write; bigger bodies are cut so a disconnect is noticed between writes.
 _WRITE = 256 * 1024
+#: streamed answers of at least this many events are rendered once and reused ...
+_CACHE_FROM = 256
+#: ... for this many distinct requests.
+_CACHE_SIZE = 16
 
 
 @final
@@ -276,6 +281,7 @@ class TestServer:
         self._stack: contextlib.AsyncExitStack | None = None
         self._portal: BlockingPortal | None = None
         self._lock = threading.Lock()
+        self._cache: dict[Hashable, tuple[str, str, list[_Step], _End]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -540,7 +546,6 @@ class TestServer:
             faults = header_faults
         script = self.script.merged(queued_script).merged(header_script)
         record["faults"] = faults
-        answer = self._compose(found, parsed, script, serial, faults)
         streaming = _is_streaming(found, parsed)
         record["stream"] = streaming
 
@@ -588,29 +593,65 @@ class TestServer:
             )
 
         record["status"] = 200
-        record["answer"] = answer.text
+        stall = by_kind.get("stall")
+        before: list[_Step] = []
+        if stall is not None and (stall.after_chunks < 0 or not streaming):
+            before.append(("sleep", stall.seconds))
         if not streaming:
+            answer = self._compose(found, parsed, script, serial, faults)
+            record["answer"] = answer.text
             payload = render_json(answer)
-            content_type = (
-                "application/json" if found.api != "ollama" else "application/json; charset=utf-8"
-            )
-            steps = []
-            stall = by_kind.get("stall")
-            if stall is not None:
-                steps.append(("sleep", stall.seconds))
-            steps.append(
-                (
-                    "write",
-                    _head(200, content_type, len(payload), close=close, extra=extra) + payload,
-                    0,
-                )
-            )
+            head = _head(200, "application/json", len(payload), close=close, extra=extra)
             rec = self._record(record)
-            return await self._run(conn, rec, steps, "close" if close else "finish")
+            return await self._run(
+                conn, rec, [*before, ("write", head + payload, 0)], "close" if close else "finish"
+            )
 
-        steps, end = _stream_plan(answer, found.sse, script.pause, faults, close, extra)
+        text, content_type, body_steps, end = self._streamed(found, parsed, script, serial, faults)
+        record["answer"] = text
+        head = _head(200, content_type, None, close=close, extra=extra)
+        first = body_steps[0]
+        if first[0] == "write":
+            steps = [*before, ("write", head + first[1], first[2]), *body_steps[1:]]
+        else:
+            steps = [*before, ("write", head, 0), *body_steps]
         rec = self._record(record)
-        return await self._run(conn, rec, steps, end)
+        return await self._run(conn, rec, steps, "close" if close and end == "finish" else end)
+
+    def _streamed(
+        self, found: Route, body: Any, script: Script, serial: int, faults: tuple[Fault, ...]
+    ) -> tuple[str, str, list[_Step], _End]:
+        """The streamed body as writes and sleeps; large answers are rendered once and reused.
+
+        A cached body is reused byte for byte, ids included, by identical requests.
+        """
+        key: Hashable | None = None
+        if not script.tool_calls:
+            prompt = prompt_of(found.api, body)
+            model = body.get("model") if isinstance(body, dict) else None
+            options = body.get("stream_options") if isinstance(body, dict) else None
+            key = (
+                found.api,
+                found.sse,
+                found.model,
+                found.deployment,
+                prompt,
+                repr(model),
+                repr(options),
+                script,
+                faults,
+            )
+            cached = self._cache.get(key)
+            if cached is not None:
+                return cached
+        answer = self._compose(found, body, script, serial, faults)
+        plan = _stream_plan(answer, found.sse, script.pause, faults)
+        result = (answer.text, plan[0], plan[1], plan[2])
+        if key is not None and len(answer.pieces) >= _CACHE_FROM:
+            if len(self._cache) >= _CACHE_SIZE:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = result
+        return result
 
     def _record(self, record: dict[str, Any]) -> RecordedRequest:
         rec = RecordedRequest(**record)
@@ -758,78 +799,62 @@ def _chunk(data: bytes) -> bytes:
 
 
 def _stream_plan(
-    answer: Answer,
-    sse: bool,
-    pause: float,
-    faults: Sequence[Fault],
-    close: bool,
-    extra: Sequence[tuple[str, str]],
-) -> tuple[list[_Step], _End]:
-    """The writes and sleeps of a streamed answer, with the faults spliced in."""
+    answer: Answer, sse: bool, pause: float, faults: Sequence[Fault]
+) -> tuple[str, list[_Step], _End]:
+    """The body of a streamed answer as writes and sleeps, with the faults spliced in.
+
+    Without pauses the frames are joined into writes of about ``_WRITE`` bytes
+    (one chunked-encoding chunk each); the work per frame is C-level joins.
+    """
     by_kind = {f.kind: f for f in faults}
     rendered = render_stream(answer, end="missing_end" not in by_kind)
-    # (frame, is content event); a None frame is a stall point.
-    frames: list[tuple[bytes, int]] = [(f, 0) for f in rendered.head]
-    content: list[tuple[bytes, int]] = [(f, 1) for f in rendered.chunks]
-    tail: list[tuple[bytes, int]] = [(f, 0) for f in rendered.tail]
-    end: _End = "close" if close else "finish"
+    head, content, tail = rendered.head, rendered.chunks, rendered.tail
+    end: _End = "finish"
     if "malformed" in by_kind:
         at = min(by_kind["malformed"].after_chunks, len(content))
-        content.insert(at, (malformed_frame(answer.api, sse), 0))
+        content = [*content[:at], malformed_frame(answer.api, sse), *content[at:]]
     if "error_event" in by_kind:
         fault = by_kind["error_event"]
-        kept = content[: fault.after_chunks]
-        content = [*kept, (error_frame(answer.api, sse, fault.status, fault.message), 0)]
-        tail = []
+        content = [*content[: fault.after_chunks]]
+        tail = [error_frame(answer.api, sse, fault.status, fault.message)]
         if not sse and answer.api == "gemini":
-            content.append((b"]", 0))
+            tail.append(b"]")
     if "drop" in by_kind:
         content = content[: by_kind["drop"].after_chunks]
         tail = []
         end = "drop"
+    frames = [*head, *content, *tail]
+    flags = [0] * len(head) + [1] * len(content) + [0] * len(tail)
+    if "malformed" in by_kind and len(content) > at:
+        flags[len(head) + at] = 0
+    # Sleeps, keyed by the index of the frame they come before.
+    breaks: dict[int, float] = {}
+    first, stop = len(head), len(head) + len(content)
+    if pause:
+        breaks = dict.fromkeys(range(first + 1, stop + (1 if tail else 0)), pause)
     stall = by_kind.get("stall")
-    sequence: list[tuple[bytes, int] | float] = list(frames)
-    for index, frame in enumerate(content):
-        if stall is not None and stall.after_chunks == index:
-            sequence.append(stall.seconds)
-        elif pause and index:
-            sequence.append(pause)
-        sequence.append(frame)
-    if stall is not None and stall.after_chunks >= len(content):
-        sequence.append(stall.seconds)
-    elif pause and content and tail:
-        sequence.append(pause)
-    sequence.extend(tail)
-
-    head = _head(200, rendered.content_type, None, close=close, extra=extra)
+    if stall is not None and stall.after_chunks >= 0:
+        breaks[min(first + stall.after_chunks, len(frames))] = stall.seconds
+    ends = list(itertools.accumulate(map(len, frames)))
+    counts = list(itertools.accumulate(flags))
     steps: list[_Step] = []
-    if stall is not None and stall.after_chunks < 0:
-        steps.append(("sleep", stall.seconds))
-    pending: list[bytes] = []
-    pending_size = 0
-    count = 0
-    prefix = head
-
-    def emit(final: bytes = b"") -> None:
-        nonlocal pending, pending_size, count, prefix
-        if pending or final or prefix:
-            body = _chunk(b"".join(pending)) if pending else b""
-            steps.append(("write", prefix + body + final, count))
-        pending, pending_size, count, prefix = [], 0, 0, b""
-
-    for item in sequence:
-        if isinstance(item, float):
-            emit()
-            steps.append(("sleep", item))
-            continue
-        data, is_content = item
-        pending.append(data)
-        pending_size += len(data)
-        count += is_content
-        if pending_size >= _WRITE:
-            emit()
-    emit(b"" if end == "drop" else b"0\r\n\r\n")
-    return steps, end
+    start = 0
+    for cut in [*sorted(breaks), len(frames)]:
+        while start < cut:
+            base = ends[start - 1] if start else 0
+            stop_at = max(bisect.bisect_right(ends, base + _WRITE, start, cut), start + 1)
+            sent = counts[stop_at - 1] - (counts[start - 1] if start else 0)
+            steps.append(("write", _chunk(b"".join(frames[start:stop_at])), sent))
+            start = stop_at
+        if cut in breaks:
+            steps.append(("sleep", breaks[cut]))
+    if end != "drop":
+        last = steps[-1] if steps else None
+        if last is not None and last[0] == "write":
+            steps[-1] = ("write", last[1] + b"0\r\n\r\n", last[2])
+        else:
+            steps.append(("write", b"0\r\n\r\n", 0))
+    return rendered.content_type, steps, end
 
 
 _PORTAL_PAGE = (
