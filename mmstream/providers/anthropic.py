@@ -477,9 +477,9 @@ class AnthropicDecoder:
                 out.append(self._builder.text(text, payload))
         elif kind == "input_json_delta":
             index = payload.get("index")
-            if index in self._tool_blocks:
-                assert isinstance(index, int)
-                self._builder.tool_call_delta(index, arguments=delta.get("partial_json") or "")
+            fragment = delta.get("partial_json")
+            if isinstance(index, int) and index in self._tool_blocks and isinstance(fragment, str):
+                self._builder.tool_call_delta(index, arguments=fragment)
         # thinking_delta, signature_delta, citations_delta, ...: not answer text.
 
     def _block_start(self, payload: dict[str, Any], out: list[ChatResponse]) -> None:
@@ -495,10 +495,11 @@ class AnthropicDecoder:
         elif kind == "tool_use":
             self._tool_blocks.add(index)
             start_input = block.get("input")
+            call_id, name = block.get("id"), block.get("name")
             self._builder.tool_call_delta(
                 index,
-                id=block.get("id"),
-                name=block.get("name"),
+                id=call_id if isinstance(call_id, str) else None,
+                name=name if isinstance(name, str) else None,
                 arguments=json.dumps(start_input) if start_input else None,
             )
         # thinking, redacted_thinking, server_tool_use, ...: skipped.

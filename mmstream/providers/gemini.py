@@ -390,7 +390,7 @@ class GeminiDecoder:
             if not isinstance(payload, dict):
                 raise builder.protocol_error(f"expected an object, got {event.data[:80]!r}")
             self._last = payload
-            if "error" in payload:
+            if payload.get("error") is not None:
                 raise self._error(payload)
             if isinstance(payload.get("modelVersion"), str):
                 builder.model = payload["modelVersion"]
@@ -425,8 +425,11 @@ class GeminiDecoder:
                 continue
             call = part.get("functionCall")
             if isinstance(call, dict) and call.get("name"):
+                call_id = call.get("id")
                 builder.tool_call(
-                    id=call.get("id"), name=str(call["name"]), arguments=call.get("args") or {}
+                    id=call_id if isinstance(call_id, str) else None,
+                    name=str(call["name"]),
+                    arguments=call.get("args") or {},
                 )
         reason = candidate.get("finishReason")
         if isinstance(reason, str) and reason:

@@ -335,7 +335,7 @@ class OllamaDecoder:
             event = load_json(line, builder)
             if not isinstance(event, dict):
                 raise builder.protocol_error(f"expected an object, got {line[:80]!r}")
-            if "error" in event:
+            if event.get("error") is not None:
                 raise self._error(event)
             if isinstance(event.get("model"), str):
                 builder.model = event["model"]
@@ -344,11 +344,13 @@ class OllamaDecoder:
                 content = message.get("content")
                 if isinstance(content, str) and content:
                     out.append(builder.text(content, event))
-                for call in message.get("tool_calls") or ():
+                calls = message.get("tool_calls")
+                for call in calls if isinstance(calls, list) else ():
                     function = call.get("function") if isinstance(call, dict) else None
                     if isinstance(function, dict) and function.get("name"):
+                        call_id = call.get("id")
                         builder.tool_call(
-                            id=call.get("id"),
+                            id=call_id if isinstance(call_id, str) else None,
                             name=str(function["name"]),
                             arguments=function.get("arguments") or {},
                         )
