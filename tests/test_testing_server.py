@@ -40,6 +40,7 @@ def loopback(server: TestServer, **options: Any) -> httpx.AsyncClient:
 async def server() -> AsyncIterator[TestServer]:
     async with TestServer() as running:
         yield running
+    assert running.errors == []  # the server itself never failed
 
 
 @pytest.fixture
@@ -788,3 +789,158 @@ def test_command_line_serves_until_interrupted() -> None:
         out, _ = process.communicate(timeout=10)
     assert process.returncode == 0
     assert "stopped" in out
+
+
+# ----------------------------------------------------------------------------- scripting per API
+
+
+def usage_and_finish(api: str, body: bytes) -> tuple[int, int, str]:
+    """(input tokens, output tokens, raw finish reason) reported by a streamed body."""
+    if api == "ollama":
+        final = json.loads(body.splitlines()[-1])
+        return final["prompt_eval_count"], final["eval_count"], final["done_reason"]
+    items = [(e, json.loads(d)) for e, d in sse_events(body) if d != "[DONE]"]
+    if api in ("openai", "azure"):
+        usage = items[-1][1]["usage"]
+        finish = next(
+            c["finish_reason"] for _, i in items for c in i["choices"] if c["finish_reason"]
+        )
+        return usage["prompt_tokens"], usage["completion_tokens"], finish
+    if api == "anthropic":
+        start = next(i for e, i in items if e == "message_start")
+        delta = next(i for e, i in items if e == "message_delta")
+        return (
+            start["message"]["usage"]["input_tokens"],
+            delta["usage"]["output_tokens"],
+            delta["delta"]["stop_reason"],
+        )
+    last = items[-1][1]
+    meta = last["usageMetadata"]
+    assert meta["totalTokenCount"] == meta["promptTokenCount"] + meta["candidatesTokenCount"]
+    return (
+        meta["promptTokenCount"],
+        meta["candidatesTokenCount"],
+        last["candidates"][0]["finishReason"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("api", "length"),
+    [
+        ("openai", "length"),
+        ("azure", "length"),
+        ("anthropic", "max_tokens"),
+        ("gemini", "MAX_TOKENS"),
+        ("ollama", "length"),
+    ],
+)
+async def test_scripted_usage_and_finish_reason_in_each_format(
+    api: str, length: str, server: TestServer, client: httpx.AsyncClient
+) -> None:
+    server.script = Script(input_tokens=11, output_tokens=22, finish_reason="length")
+    path, headers, body = call(api, "hi")
+    if api in ("openai", "azure"):
+        body["stream_options"] = {"include_usage": True}
+    response = await client.post(path, headers=headers, json=body)
+    assert usage_and_finish(api, response.content) == (11, 22, length)
+
+
+@pytest.mark.parametrize("api", ["gemini", "ollama"])
+async def test_tool_calls_in_gemini_and_ollama_streams(
+    api: str, server: TestServer, client: httpx.AsyncClient
+) -> None:
+    server.enqueue(Script(tool_calls=[ToolCall(name="lookup", arguments={"q": "cats"})]))
+    response = await post(client, api)
+    if api == "gemini":
+        events = [json.loads(d) for _, d in sse_events(response.content)]
+        parts = events[-1]["candidates"][0]["content"]["parts"]
+        assert parts == [{"functionCall": {"name": "lookup", "args": {"q": "cats"}}}]
+    else:
+        lines = [json.loads(line) for line in response.content.splitlines()]
+        assert lines[-2]["message"]["tool_calls"] == [
+            {"function": {"name": "lookup", "arguments": {"q": "cats"}}}
+        ]
+        assert lines[-1]["done"] is True
+    assert server.requests[-1].answer == ""
+
+
+async def test_large_identical_answers_are_rendered_once_and_reused(
+    server: TestServer, client: httpx.AsyncClient
+) -> None:
+    server.script = Script(chunks=300)
+    first = await post(client, "openai", "same")
+    second = await post(client, "openai", "same")
+    other = await post(client, "openai", "different")
+    assert first.content == second.content
+    assert first.headers["x-request-id"] != second.headers["x-request-id"]
+    assert other.content != first.content
+    assert len(decode("openai", first.content)[0]) == 300
+    assert server.requests[0].answer == server.requests[1].answer
+
+
+async def test_bad_control_headers_are_400(client: httpx.AsyncClient) -> None:
+    path, headers, body = call("anthropic", "hi")
+    bad_fault = {"x-mmstream-fault": json.dumps({"kind": "explode"})}
+    response = await client.post(path, headers={**headers, **bad_fault}, json=body)
+    assert response.status_code == 400
+    assert "explode" in response.json()["error"]["message"]
+    bad_script = {"x-mmstream-script": "{not json"}
+    response = await client.post(path, headers={**headers, **bad_script}, json=body)
+    assert response.status_code == 400
+
+
+async def test_invalid_json_body_is_a_provider_400(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/v1/chat/completions",
+        headers={**OPENAI_KEY, "content-type": "application/json"},
+        content=b"{oops",
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_malformed_http_request_gets_400_and_close(server: TestServer) -> None:
+    import anyio
+
+    async with await anyio.connect_tcp("127.0.0.1", server.port) as stream:
+        await stream.send(b"NONSENSE\r\n\r\n")
+        data = b""
+        with pytest.raises(anyio.EndOfStream):
+            while True:
+                data += await stream.receive()
+    assert data.startswith(b"HTTP/1.1 400 ")
+    assert b"connection: close" in data
+
+
+async def test_chunked_request_body_is_read(server: TestServer, client: httpx.AsyncClient) -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b'{"model": "m", "stream": false, '
+        yield b'"messages": [{"role": "user", "content": "chunked"}]}'
+
+    response = await client.post("/api/chat", content=body())
+    assert response.json()["message"]["content"] == answer_text("chunked")
+    assert server.requests[-1].headers["transfer-encoding"] == "chunked"
+
+
+async def test_clear_forgets_records_and_queued_items(
+    server: TestServer, client: httpx.AsyncClient
+) -> None:
+    await post(client, "ollama")
+    server.inject(Fault.reset())
+    server.enqueue(Script(text="never"))
+    assert server.pending == 2
+    server.clear()
+    assert server.pending == 0
+    assert server.requests == []
+    assert decode("ollama", (await post(client, "ollama", "ok")).content)[0] == split_text(
+        answer_text("ok")
+    )
+
+
+def test_fault_from_dict_round_trip_and_validation() -> None:
+    assert Fault.from_dict({"kind": "drop", "after_chunks": 3}) == Fault.drop(after_chunks=3)
+    assert Fault.from_dict({"kind": "status", "status": 429, "retry_after": 1.5}) == (
+        Fault.http_status(429, retry_after=1.5)
+    )
+    with pytest.raises(ValueError, match="unknown fault kind"):
+        Fault.from_dict({"kind": "nope"})
