@@ -776,3 +776,24 @@ async def test_through_multimodal_llm_with_an_injected_transport() -> None:
     content = sent["messages"][0]["content"]
     assert [block["type"] for block in content] == ["image", "text"]
     assert base64.b64decode(content[0]["source"]["data"]) == PNG
+
+
+def test_wrong_typed_fields_are_skipped() -> None:
+    wire = _sse(
+        ("message_start", '{"type":"message_start","message":{"model":7,'
+         '"usage":{"input_tokens":"x"}}}'),
+        ("content_block_start", '{"type":"content_block_start","index":0,'
+         '"content_block":{"type":"tool_use","id":5,"name":["n"],"input":{}}}'),
+        ("content_block_delta", '{"type":"content_block_delta","index":0,'
+         '"delta":{"type":"input_json_delta","partial_json":true}}'),
+        ("content_block_delta", '{"type":"content_block_delta","index":[0],'
+         '"delta":{"type":"input_json_delta","partial_json":"{}"}}'),
+        ("content_block_delta", '{"type":"content_block_delta","index":1,'
+         '"delta":{"type":"text_delta","text":42}}'),
+        ("message_delta", '{"type":"message_delta","delta":"?","usage":{"output_tokens":true}}'),
+        ("message_stop", '{"type":"message_stop"}'),
+    )  # fmt: skip
+    final = _decode_at_every_split(wire)[0][-1]
+    assert final.text == ""
+    assert final.additional_kwargs["tool_calls"] == [{"id": None, "name": None, "arguments": {}}]
+    assert final.usage is not None and final.usage.output_tokens is None

@@ -591,3 +591,18 @@ async def test_through_multimodal_llm_with_an_injected_transport() -> None:
     parts = sent["contents"][0]["parts"]
     assert base64.b64decode(parts[0]["inline_data"]["data"]) == PNG
     assert parts[1] == {"text": "Why?"}
+
+
+def test_wrong_typed_fields_are_skipped() -> None:
+    wire = _sse(
+        {"error": None, "modelVersion": 2, "candidates": ["x", {"content": "y"}]},
+        {"candidates": [{"content": {"parts": [
+            {"text": 1}, "p", {"functionCall": {"name": "f", "id": 3}}
+        ]}, "finishReason": 9}]},
+        _event([{"text": "ok"}], "STOP", {"promptTokenCount": "ten", "candidatesTokenCount": 1}),
+    )  # fmt: skip
+    final = _decode_at_every_split(wire)[0][-1]
+    assert final.text == "ok"
+    assert final.additional_kwargs["tool_calls"] == [{"id": None, "name": "f", "arguments": {}}]
+    assert final.usage is not None
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (None, 1)

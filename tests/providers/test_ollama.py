@@ -441,3 +441,15 @@ async def test_through_multimodal_llm_with_an_injected_transport() -> None:
     sent = json.loads(seen[0].content)
     assert sent["messages"] == [{"role": "user", "content": "Colour?", "images": [B64]}]
     assert str(seen[0].url) == "http://localhost:11434/api/chat"
+
+
+def test_wrong_typed_fields_are_skipped() -> None:
+    wire = _ndjson(
+        {"model": 3, "message": {"content": 5, "tool_calls": 5}, "done": False},
+        {"message": {"content": "ok", "tool_calls": [{"function": {"name": "f"}, "id": 9}]}},
+        {"error": None, "done": True, "eval_count": "many", "done_reason": "stop"},
+    )
+    final = _decode_at_every_split(wire)[0][-1]
+    assert final.text == "ok"
+    assert final.additional_kwargs["tool_calls"] == [{"id": None, "name": "f", "arguments": {}}]
+    assert final.usage is not None and final.usage.output_tokens is None
