@@ -436,7 +436,8 @@ async def test_gemini_key_in_query_json_array_and_generate_content(
     )
     missing = await client.post(path.split("?")[0], json=body)
     assert missing.status_code == 403
-    assert missing.json()["error"]["status"] == "PERMISSION_DENIED"
+    [error] = missing.json()  # the JSON-array stream wraps its error in the array too
+    assert error["error"]["status"] == "PERMISSION_DENIED"
 
 
 async def test_gemini_counts_inline_images(client: httpx.AsyncClient) -> None:
@@ -899,11 +900,21 @@ async def test_invalid_json_body_is_a_provider_400(client: httpx.AsyncClient) ->
     assert response.json()["error"]["type"] == "invalid_request_error"
 
 
-async def test_malformed_http_request_gets_400_and_close(server: TestServer) -> None:
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"NONSENSE\r\n\r\n",
+        b"POST /api/chat HTTP/1.1\r\nno-colon-here\r\n\r\n",
+        b"POST /api/chat HTTP/1.1\r\ncontent-length: many\r\n\r\n",
+    ],
+)
+async def test_malformed_http_request_gets_400_and_close(
+    server: TestServer, request_bytes: bytes
+) -> None:
     import anyio
 
     async with await anyio.connect_tcp("127.0.0.1", server.port) as stream:
-        await stream.send(b"NONSENSE\r\n\r\n")
+        await stream.send(request_bytes)
         data = b""
         with pytest.raises(anyio.EndOfStream):
             while True:

@@ -181,11 +181,13 @@ class _Conn:
             headers[key] = f"{headers[key]}, {value}" if key in headers else value
         if headers.get("expect", "").lower() == "100-continue":
             await self.stream.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            body = await self._read_chunked()
-        else:
-            length = int(headers.get("content-length", "0") or "0")
-            body = await self._read_exactly(length)
+        try:
+            if "chunked" in headers.get("transfer-encoding", "").lower():
+                body = await self._read_chunked()
+            else:
+                body = await self._read_exactly(int(headers.get("content-length", "0") or "0"))
+        except ValueError:
+            raise _BadRequest("bad content-length or chunk size") from None
         return method, target, version, headers, body
 
     async def _fill(self, size: int) -> None:
@@ -539,7 +541,7 @@ class TestServer:
             problem = problem or (400, f"bad x-mmstream header: {exc}")
         if problem is not None:
             status, message = problem
-            payload = json.dumps(error_body(found.api, status, message)).encode()
+            payload = _error_json(found, error_body(found.api, status, message))
             return await self._simple(conn, record, status, payload, close, extra)
         queued_script, faults = self._take(path, found.api)
         if header_faults:
@@ -569,9 +571,9 @@ class TestServer:
                 retry = (
                     fault.retry_after if fault.retry_after and fault.retry_after.isdigit() else None
                 )
-                payload = json.dumps(
-                    error_body(found.api, status, fault.message, retry_delay=retry)
-                ).encode()
+                payload = _error_json(
+                    found, error_body(found.api, status, fault.message, retry_delay=retry)
+                )
                 content_type = "application/json"
             stall = by_kind.get("stall")
             steps: list[_Step] = []
@@ -878,6 +880,17 @@ def _other(method: str, path: str) -> tuple[int, bytes]:
     return 404, json.dumps(
         {"error": {"message": f"no mmstream test route for {method} {path}", "code": 404}}
     ).encode()
+
+
+def _error_json(found: Route, body: dict[str, Any]) -> bytes:
+    """An error body as sent: Gemini's JSON-array stream (no ``alt=sse``) wraps it in a list.
+
+    As seen in https://github.com/google-gemini/gemini-cli/issues/6454
+    (``[{"error": {"code": 429, ...}}]`` from ``streamGenerateContent``).
+    """
+    if found.api == "gemini" and found.stream and not found.sse:
+        return json.dumps([body]).encode()
+    return json.dumps(body).encode()
 
 
 def _request_id(api: API, serial: int) -> str:
