@@ -797,3 +797,25 @@ def test_wrong_typed_fields_are_skipped() -> None:
     assert final.text == ""
     assert final.additional_kwargs["tool_calls"] == [{"id": None, "name": None, "arguments": {}}]
     assert final.usage is not None and final.usage.output_tokens is None
+
+
+def test_tool_call_arguments_given_as_text() -> None:
+    calls = [
+        {"id": "t1", "name": "a", "arguments": '{"x": 1}'},
+        {"id": "t2", "name": "b", "arguments": "not json"},
+        {"id": "t3", "name": "c", "arguments": ""},
+    ]
+    body = _body(_provider(), ChatMessage("assistant", "", additional_kwargs={"tool_calls": calls}))
+    inputs = [block["input"] for block in body["messages"][0]["content"]]  # type: ignore[index]
+    assert inputs == [{"x": 1}, {"input": "not json"}, {}]
+
+
+def test_error_event_without_an_error_object() -> None:
+    with pytest.raises(ServerError, match="boom"):
+        AnthropicDecoder().feed(b'event: error\ndata: {"type": "error", "error": "boom"}\n\n')
+
+
+def test_reset_without_a_timezone_is_utc() -> None:
+    now = datetime.datetime(2025, 1, 1, 0, 0, 0, tzinfo=datetime.timezone.utc).timestamp()
+    headers = {"anthropic-ratelimit-tokens-reset": "2025-01-01T00:00:10"}
+    assert retry_after_from_headers(headers, now=now) == pytest.approx(10.0)

@@ -606,3 +606,39 @@ def test_wrong_typed_fields_are_skipped() -> None:
     assert final.additional_kwargs["tool_calls"] == [{"id": None, "name": "f", "arguments": {}}]
     assert final.usage is not None
     assert (final.usage.input_tokens, final.usage.output_tokens) == (None, 1)
+
+
+def test_tool_turn_details() -> None:
+    body = _body(
+        _provider(),
+        ChatMessage(
+            "assistant",
+            blocks=[TextBlock("")],
+            additional_kwargs={"tool_calls": [{"name": "f", "arguments": {"a": 1}}]},
+        ),
+        ChatMessage("tool", "", additional_kwargs={"name": "f", "tool_call_id": "call-1"}),
+        ChatMessage("tool", "plain words", additional_kwargs={"name": "g"}),
+        ChatMessage("tool", "[1, 2]", additional_kwargs={"name": "h"}),
+    )
+    assert body["contents"][0]["parts"] == [{"functionCall": {"name": "f", "args": {"a": 1}}}]
+    responses = [c["parts"][0]["functionResponse"] for c in body["contents"][1:]]
+    assert responses == [
+        {"name": "f", "response": {}, "id": "call-1"},
+        {"name": "g", "response": {"result": "plain words"}},
+        {"name": "h", "response": {"result": [1, 2]}},
+    ]
+
+
+def test_uri_without_a_known_type_has_no_mime_type() -> None:
+    body = _body(_provider(), ChatMessage("user", blocks=[ImageBlock(url="gs://bucket/blob")]))
+    assert body["contents"][0]["parts"][0] == {"file_data": {"file_uri": "gs://bucket/blob"}}
+
+
+def test_bad_key_error_event_and_second_flush() -> None:
+    event = json.loads(BAD_KEY)
+    with pytest.raises(AuthenticationError):
+        GeminiDecoder().feed(_sse(event))
+    decoder = GeminiDecoder()
+    assert decoder.feed(BASIC)
+    assert len(decoder.flush()) == 1
+    assert decoder.flush() == []

@@ -453,3 +453,14 @@ def test_wrong_typed_fields_are_skipped() -> None:
     assert final.text == "ok"
     assert final.additional_kwargs["tool_calls"] == [{"id": None, "name": "f", "arguments": {}}]
     assert final.usage is not None and final.usage.output_tokens is None
+
+
+def test_tool_call_arguments_in_every_form() -> None:
+    calls = [
+        {"name": "a", "arguments": {"x": 1}},
+        {"name": "b", "arguments": "not json"},
+        {"name": "c", "arguments": None},
+    ]
+    body = _body(_provider(), ChatMessage("assistant", "", additional_kwargs={"tool_calls": calls}))
+    arguments = [c["function"]["arguments"] for c in body["messages"][0]["tool_calls"]]
+    assert arguments == [{"x": 1}, {"input": "not json"}, {}]
