@@ -166,11 +166,22 @@ def _total_timeout(provider: str, seconds: float | None) -> APITimeoutError:
     )
 
 
-def _alive(token: object, ref: weakref.ref[Any]) -> bool:
-    if ref() is not token:
-        return False
+def _nothing() -> None:
+    pass
+
+
+def _ended(token: object) -> bool:
+    """Whether the event loop behind ``token`` has ended (its pool can then be forgotten)."""
     is_closed = getattr(token, "is_closed", None)  # an asyncio loop
-    return not (callable(is_closed) and is_closed())
+    if callable(is_closed):
+        return bool(is_closed())
+    run_sync_soon = getattr(token, "run_sync_soon", None)  # a trio token
+    if callable(run_sync_soon):
+        try:
+            run_sync_soon(_nothing)
+        except Exception:  # trio.RunFinishedError
+            return True
+    return False
 
 
 @final
@@ -235,7 +246,7 @@ class Transport:
         """Forget the pools of event loops that have ended (they cannot be closed any more)."""
         for key, (ref, client) in list(self._clients.items()):
             token = ref()
-            if token is None or not _alive(token, ref) or client.is_closed:
+            if token is None or client.is_closed or _ended(token):
                 self._clients.pop(key, None)
 
     async def aclose(self) -> None:
