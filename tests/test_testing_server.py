@@ -608,6 +608,7 @@ async def test_drop_fault_cuts_the_body_after_k_events(
     pieces, done, _ = decode(api, received)
     assert pieces == split_text(answer_text("one two three four five"))[:2]
     assert not done
+    assert server.requests[-1].answer == "".join(pieces)
 
 
 async def test_reset_fault_resets_before_the_response(
@@ -682,6 +683,7 @@ async def test_error_event_inside_a_200_stream(
     assert response.status_code == 200
     pieces, done, errors = decode(api, response.content)
     assert len(pieces) == 2
+    assert server.requests[-1].answer == "".join(pieces)
     assert not done
     assert len(errors) == 1
     if api == "anthropic":

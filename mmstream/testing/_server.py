@@ -74,7 +74,8 @@ class RecordedRequest:
             ``"ollama"``, or ``None`` for a path no provider serves.
         status: the status answered (``None`` for a reset before the response).
         stream: whether the answer was streamed.
-        answer: the text streamed (or sent) as the answer, ``""`` for errors.
+        answer: the answer's text as sent (only the events before the cut for
+            ``drop`` and ``error_event`` faults), ``""`` for errors.
         faults: the faults applied (``fault``: the first one, or ``None``).
         request_id: the request id header sent back.
     """
@@ -648,7 +649,11 @@ class TestServer:
                 return cached
         answer = self._compose(found, body, script, serial, faults)
         plan = _stream_plan(answer, found.sse, script.pause, faults)
-        result = (answer.text, plan[0], plan[1], plan[2])
+        text = answer.text
+        for fault in faults:
+            if fault.kind in ("drop", "error_event"):
+                text = "".join(answer.pieces[: fault.after_chunks])
+        result = (text, plan[0], plan[1], plan[2])
         if key is not None and len(answer.pieces) >= _CACHE_FROM:
             if len(self._cache) >= _CACHE_SIZE:
                 self._cache.pop(next(iter(self._cache)))
