@@ -51,7 +51,7 @@ from mmstream.llm import ChatStream, MultiModalLLM
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.request import CallOptions, ChatRequest, HTTPRequest
 from mmstream.responses import ChatResponse, CompletionResponse, FinishReason, Usage
-from mmstream.transport import Transport
+from mmstream.transport import Timeouts, Transport
 
 __all__ = [
     "APIConnectionError",
@@ -90,6 +90,7 @@ __all__ = [
     "ServerError",
     "SyncStream",
     "TextBlock",
+    "Timeouts",
     "Transport",
     "Usage",
     "__version__",
