@@ -49,6 +49,7 @@ from mmstream.errors import (
 )
 from mmstream.llm import ChatStream, MultiModalLLM
 from mmstream.metadata import MultiModalLLMMetadata
+from mmstream.pipeline import MultiModalChatComponent, MultiModalCompleteComponent
 from mmstream.request import CallOptions, ChatRequest, HTTPRequest
 from mmstream.responses import ChatResponse, CompletionResponse, FinishReason, Usage
 from mmstream.transport import Timeouts, Transport
@@ -77,6 +78,8 @@ __all__ = [
     "InvalidRequestError",
     "MMStreamError",
     "MessageRole",
+    "MultiModalChatComponent",
+    "MultiModalCompleteComponent",
     "MultiModalLLM",
     "MultiModalLLMMetadata",
     "NotFoundError",
