@@ -30,6 +30,7 @@ __all__ = [
     "Fallback",
     "Logging",
     "Middleware",
+    "OpenTelemetry",
     "RateLimit",
     "Retry",
     "Timeout",
@@ -45,6 +46,7 @@ _LAZY = {
     "Timeout": "mmstream.middleware.timeout",
     "RateLimit": "mmstream.middleware.ratelimit",
     "Fallback": "mmstream.middleware.fallback",
+    "OpenTelemetry": "mmstream.middleware.otel",
 }
 
 
