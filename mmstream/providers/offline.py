@@ -162,12 +162,14 @@ class OfflineDecoder:
             if isinstance(delta, str):
                 out.append(builder.text(delta, event))
             elif event.get("done"):
-                usage = event.get("usage") or {}
+                usage = event.get("usage")
+                usage = usage if isinstance(usage, dict) else {}
                 builder.usage = Usage(
-                    input_tokens=usage.get("input_tokens"),
-                    output_tokens=usage.get("output_tokens"),
+                    input_tokens=_count(usage.get("input_tokens")),
+                    output_tokens=_count(usage.get("output_tokens")),
                 )
-                builder.finish_reason = event.get("finish_reason") or "stop"
+                reason = event.get("finish_reason")
+                builder.finish_reason = reason if isinstance(reason, str) and reason else "stop"
                 out.append(builder.finish(event))
             elif "error" in event:
                 error = event["error"] if isinstance(event["error"], dict) else {}
@@ -180,6 +182,11 @@ class OfflineDecoder:
                     partial=builder.snapshot(event),
                 )
         return out
+
+
+def _count(value: Any) -> int | None:
+    """A token count from the wire, or ``None`` when it is missing or not an integer."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 # --- the answer (used by the in-process server) ------------------------------------
