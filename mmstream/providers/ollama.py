@@ -16,6 +16,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, ClassVar, final
 
+import attrs
 from attrs import Factory, field, frozen
 
 from mmstream._secret import Secret, to_secret
@@ -71,6 +72,9 @@ _MODELS: tuple[tuple[str, int], ...] = (
 _TOP_LEVEL = frozenset({"keep_alive", "format", "tools", "think"})
 #: Keys of ``extra`` that configure mmstream itself and never go to the API.
 _MMSTREAM_EXTRAS = frozenset({"image_policy"})
+
+#: The durations of the ``done`` line (nanoseconds), kept as ``additional_kwargs["timings"]``.
+_TIMINGS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")
 
 _ROLES: Mapping[MessageRole, str] = {
     MessageRole.SYSTEM: "system",
@@ -305,8 +309,8 @@ class OllamaDecoder:
 
     ``message.content`` is answer text; ``message.thinking`` is not. Tool calls
     arrive whole, their arguments already JSON objects. The ``done`` line gives
-    the usage (``prompt_eval_count`` in, ``eval_count`` out); its timings stay in
-    the final chunk's ``raw``.
+    the usage (``prompt_eval_count`` in, ``eval_count`` out); its durations are in
+    the final chunk's ``additional_kwargs["timings"]`` (nanoseconds) and ``raw``.
     """
 
     __slots__ = ("_builder", "_lines")
@@ -360,7 +364,12 @@ class OllamaDecoder:
                     input_tokens=_count(event.get("prompt_eval_count")),
                     output_tokens=_count(event.get("eval_count")),
                 )
-                out.append(builder.finish(event))
+                final = builder.finish(event)
+                timings = {k: event[k] for k in _TIMINGS if _count(event.get(k)) is not None}
+                if timings:
+                    extras = {**final.additional_kwargs, "timings": timings}
+                    final = attrs.evolve(final, additional_kwargs=extras)
+                out.append(final)
         return out
 
     def _error(self, event: dict[str, Any]) -> APIError:

@@ -332,7 +332,12 @@ def test_basic_stream_at_every_split() -> None:
         assert final.usage.total_tokens == 308
         # the timings stay available on the final chunk
         assert final.raw["eval_duration"] == 4535599000
-        assert final.raw["total_duration"] == 4883583458
+        assert final.additional_kwargs["timings"] == {
+            "total_duration": 4883583458,
+            "load_duration": 1334875,
+            "prompt_eval_duration": 342546000,
+            "eval_duration": 4535599000,
+        }
 
 
 def test_tool_calls_arrive_whole() -> None:
