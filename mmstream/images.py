@@ -400,9 +400,22 @@ def _open(data: bytes, mimetype: str, where: str, index: int) -> PILImage:
     """Open an image with Pillow (header only), mapping its errors to InvalidImageError."""
     from PIL import Image, UnidentifiedImageError
 
-    formats = [_PIL_FORMATS[mimetype]] if mimetype in _PIL_FORMATS else None
     if mimetype in ("image/heic", "image/heif"):
         _register_heif()
+    Image.init()
+    fmt = _PIL_FORMATS.get(mimetype)
+    if fmt is None or fmt not in Image.OPEN:
+        if mimetype in ("image/heic", "image/heif"):
+            raise InvalidImageError(
+                f"{where} is {mimetype}, which needs the pillow-heif package to decode "
+                "(pip install pillow-heif), or convert it to JPEG first",
+                image_index=index,
+            )
+        raise InvalidImageError(
+            f"{where} is {mimetype}, which this Pillow cannot decode; convert it to JPEG or PNG",
+            image_index=index,
+        )
+    formats = [fmt]
     try:
         # Pillow warns (or raises) on images with too many pixels; make the warning an
         # error here only. catch_warnings is process-wide, hence the lock among our threads.
@@ -412,12 +425,6 @@ def _open(data: bytes, mimetype: str, where: str, index: int) -> PILImage:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise _bomb(where, index, str(exc)) from exc
     except UnidentifiedImageError as exc:
-        if mimetype in ("image/heic", "image/heif"):
-            raise InvalidImageError(
-                f"{where} is {mimetype}, which needs the pillow-heif package to decode "
-                "(pip install pillow-heif), or convert it to JPEG first",
-                image_index=index,
-            ) from exc
         raise InvalidImageError(
             f"{where} is truncated or corrupt (it starts like {mimetype}, but cannot be decoded)",
             image_index=index,
@@ -432,12 +439,14 @@ def _open(data: bytes, mimetype: str, where: str, index: int) -> PILImage:
     return image
 
 
-def _register_heif() -> None:
+def _register_heif() -> bool:
+    """Let Pillow open HEIC/HEIF when the optional pillow-heif package is installed."""
     try:
         import pillow_heif  # type: ignore[import-not-found, unused-ignore]
     except ImportError:
-        return
+        return False
     pillow_heif.register_heif_opener()
+    return True
 
 
 def _bomb(where: str, index: int, detail: str) -> InvalidImageError:
@@ -572,6 +581,15 @@ def _describe_budget(policy: ImagePolicy) -> str:
 def _fit(
     data: bytes, mimetype: str, policy: ImagePolicy, target: _Target, where: str, index: int
 ) -> FittedImage:
+    if (
+        mimetype in ("image/heic", "image/heif")
+        and mimetype in policy.accepted_types
+        and (target.budget is None or len(data) <= target.budget)
+        and not _register_heif()
+    ):
+        # The provider reads HEIC (Gemini) but Pillow cannot without pillow-heif:
+        # send it as it is rather than refuse it.
+        return FittedImage(data=data, mimetype=mimetype, width=0, height=0, changed=False)
     # Not closed with ``with``: the picture is read from memory, and closing would
     # invalidate the decoded pixels we go on using.
     image = _open(data, mimetype, where, index)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import importlib.util
 import io
 import json
 import os
@@ -726,6 +727,20 @@ async def test_the_offline_provider_refuses_a_missing_file_before_sending(tmp_pa
     async with MultiModalLLM("offline:default") as llm:
         with pytest.raises(InvalidImageError, match="cannot be read"):
             await llm.acomplete("x", [ImageDocument(image_path=tmp_path / "missing.png")])
+
+
+HEIC = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("pillow_heif") is not None, reason="pillow-heif decodes HEIC"
+)
+def test_heic_without_pillow_heif_passes_where_accepted_and_is_refused_elsewhere() -> None:
+    fitted = fit_image(HEIC, GEMINI_POLICY)  # Gemini reads HEIC itself
+    assert fitted.data is HEIC
+    assert fitted.mimetype == "image/heic"
+    with pytest.raises(InvalidImageError, match="needs the pillow-heif package"):
+        fit_image(HEIC, OPENAI_POLICY)
 
 
 def test_from_image_refuses_what_is_no_image() -> None:
