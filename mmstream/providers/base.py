@@ -142,9 +142,9 @@ _FINISH_REASONS: Mapping[str, FinishReason] = {
 }
 
 
-def normalize_finish_reason(value: str | None) -> FinishReason | None:
-    """Map a provider's finish/stop reason onto mmstream's five values."""
-    if not value:
+def normalize_finish_reason(value: object) -> FinishReason | None:
+    """Map a provider's finish/stop reason onto mmstream's five values (garbage → None)."""
+    if not value or not isinstance(value, str):
         return None
     return _FINISH_REASONS.get(value.lower(), "stop")
 
