@@ -569,6 +569,18 @@ async def test_status_fault_overloaded_and_html_proxy_page(
     assert b"<title>502 Bad Gateway</title>" in response.content
 
 
+async def test_status_fault_with_the_providers_error_type(
+    server: TestServer, client: httpx.AsyncClient
+) -> None:
+    server.inject(Fault.http_status(429, error_type="insufficient_quota"))
+    error = (await post(client, "openai")).json()["error"]
+    assert (error["type"], error["code"]) == ("insufficient_quota", "insufficient_quota")
+    server.inject(Fault.http_status(400, error_type="content_filter"))
+    error = (await post(client, "azure")).json()["error"]
+    assert error["code"] == "content_filter"
+    assert error["innererror"]["code"] == "ResponsibleAIPolicyViolation"
+
+
 async def test_faults_match_by_api_and_path_and_repeat(
     server: TestServer, client: httpx.AsyncClient
 ) -> None:

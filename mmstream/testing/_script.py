@@ -241,6 +241,7 @@ class Fault:
     size: int = 0
     content_type: str = "text/html; charset=utf-8"
     body: bytes | None = None
+    error_type: str | None = None
 
     @classmethod
     def http_status(
@@ -252,6 +253,7 @@ class Fault:
         message: str | None = None,
         html: bool = False,
         body: bytes | None = None,
+        error_type: str | None = None,
     ) -> Fault:
         """Answer with an error status and the provider's real error body.
 
@@ -262,9 +264,13 @@ class Fault:
             message: the error message (default: the provider's usual one).
             html: send a proxy's HTML page instead (as a gateway would for 413/502/503/504).
             body: send exactly these bytes instead.
+            error_type: the provider's error type instead of the status's usual one:
+                OpenAI ``type``/``code`` (``"insufficient_quota"``), Azure ``code``
+                (``"content_filter"``), Anthropic ``error.type``, Gemini ``status``.
         """
         return cls(
             kind="status",
+            error_type=error_type,
             status=status,
             retry_after=None if retry_after is None else _header_number(retry_after),
             retry_after_ms=retry_after_ms,

@@ -573,7 +573,14 @@ class TestServer:
                     fault.retry_after if fault.retry_after and fault.retry_after.isdigit() else None
                 )
                 payload = _error_json(
-                    found, error_body(found.api, status, fault.message, retry_delay=retry)
+                    found,
+                    error_body(
+                        found.api,
+                        status,
+                        fault.message,
+                        error_type=fault.error_type,
+                        retry_delay=retry,
+                    ),
                 )
                 content_type = "application/json"
             stall = by_kind.get("stall")
