@@ -13,6 +13,8 @@ import binascii
 import enum
 import io
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union, final
@@ -73,11 +75,39 @@ def _decode_base64(value: str | bytes) -> bytes:
             raise InvalidImageError(f"image is not valid base64 text ({exc})") from exc
 
 
+#: base64 texts made by ``ImageDocument.from_bytes``, with the bytes they encode, so
+#: that turning the document into a block (at call time, on the event loop) does not
+#: decode megabytes of base64 again. Keyed by identity; each entry holds its text, so
+#: an id is never reused while it is cached. Bounded in entries and bytes.
+_encoded: OrderedDict[int, tuple[str, bytes]] = OrderedDict()
+_encoded_lock = threading.Lock()
+_ENCODED_ENTRIES = 16
+_ENCODED_BYTES = 64 * 1024 * 1024
+
+
+def _remember_encoded(text: str, data: bytes) -> None:
+    if len(data) > _ENCODED_BYTES // 4:
+        return
+    with _encoded_lock:
+        _encoded[id(text)] = (text, data)
+        total = sum(len(entry[1]) for entry in _encoded.values())
+        while len(_encoded) > _ENCODED_ENTRIES or total > _ENCODED_BYTES:
+            _, (_, dropped) = _encoded.popitem(last=False)
+            total -= len(dropped)
+
+
+def _known_bytes(text: str) -> bytes | None:
+    with _encoded_lock:
+        entry = _encoded.get(id(text))
+    return entry[1] if entry is not None and entry[0] is text else None
+
+
 def _to_image_bytes(value: bytes | bytearray | memoryview | str | None) -> bytes | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return _decode_base64(value)
+        known = _known_bytes(value)
+        return known if known is not None else _decode_base64(value)
     return bytes(value)
 
 
@@ -284,8 +314,14 @@ class ImageDocument:
 
     @classmethod
     def from_bytes(cls, data: bytes, **kwargs: Any) -> ImageDocument:
-        """Wrap raw image bytes."""
-        return cls(image=base64.b64encode(data).decode("ascii"), **kwargs)
+        """Wrap raw image bytes (kept as base64 text, as LlamaIndex has it).
+
+        The bytes are remembered, so the call does not decode the text again.
+        """
+        raw = bytes(data)
+        text = base64.b64encode(raw).decode("ascii")
+        _remember_encoded(text, raw)
+        return cls(image=text, **kwargs)
 
     @classmethod
     def from_pil(cls, image: PILImage, *, format: str = "PNG", **kwargs: Any) -> ImageDocument:

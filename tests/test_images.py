@@ -409,6 +409,15 @@ async def test_every_input_form_arrives_as_the_same_png(tmp_path: Path) -> None:
     ]
 
 
+def test_from_bytes_does_not_decode_its_own_base64_again() -> None:
+    data = noise_jpeg(200, 100)
+    document = ImageDocument.from_bytes(data)
+    assert document.image == base64.b64encode(data).decode()  # LlamaIndex's field
+    assert document.to_block().image is data  # the bytes themselves: no decoding
+    copy = ImageDocument(image="".join(document.image or ""))  # a text of its own
+    assert copy.to_block().image == data
+
+
 async def test_pil_images_and_blocks_arrive() -> None:
     picture = Image.new("RGBA", (40, 30), (10, 200, 30, 128))
     net = Net()
