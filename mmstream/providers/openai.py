@@ -448,10 +448,10 @@ def _usage(data: Mapping[str, Any]) -> Usage:
         output_tokens=_count(data.get("completion_tokens")),
         total_tokens=_count(data.get("total_tokens")),
         cache_read_tokens=(
-            _count(prompt.get("cached_tokens")) if isinstance(prompt, Mapping) else None
+            _count(prompt.get("cached_tokens")) if isinstance(prompt, dict) else None
         ),
         reasoning_tokens=(
-            _count(completion.get("reasoning_tokens")) if isinstance(completion, Mapping) else None
+            _count(completion.get("reasoning_tokens")) if isinstance(completion, dict) else None
         ),
     )
 
@@ -532,12 +532,12 @@ class OpenAIChatDecoder:
                 continue
             if event.event == "error":  # "event: error", or llama.cpp's "error:" line
                 payload = load_json(data, builder) if data.strip() else {}
-                error = payload.get("error", payload) if isinstance(payload, Mapping) else data
+                error = payload.get("error", payload) if isinstance(payload, dict) else data
                 raise stream_error(builder.provider, error, builder, payload)
             if not data.strip():
                 continue  # an empty data: frame (some proxies' keep-alive)
             chunk = load_json(data, builder)
-            if not isinstance(chunk, Mapping):
+            if not isinstance(chunk, dict):
                 raise builder.protocol_error(f"expected a JSON object, got {data[:80]!r}")
             self._chunk(chunk, out)
         return out
@@ -554,15 +554,15 @@ class OpenAIChatDecoder:
         if model and isinstance(model, str):
             builder.model = model
         usage = chunk.get("usage")
-        if isinstance(usage, Mapping):
+        if isinstance(usage, dict):
             builder.usage = _usage(usage)  # cumulative where repeated: the last wins
         for choice in chunk.get("choices") or ():
-            if not isinstance(choice, Mapping) or choice.get("index", 0) not in (0, None):
+            if not isinstance(choice, dict) or choice.get("index", 0) not in (0, None):
                 continue  # n > 1: only the first answer is streamed
             delta = choice.get("delta")
-            if not isinstance(delta, Mapping):
+            if not isinstance(delta, dict):
                 delta = choice.get("message")  # a server that sends whole messages
-            if isinstance(delta, Mapping):
+            if isinstance(delta, dict):
                 self._delta(delta, chunk, out)
             finish = choice.get("finish_reason")
             if finish and isinstance(finish, str):
@@ -576,10 +576,10 @@ class OpenAIChatDecoder:
         if isinstance(content, str) and content:
             out.append(builder.text(content, chunk))
         for call in delta.get("tool_calls") or ():
-            if not isinstance(call, Mapping):
+            if not isinstance(call, dict):
                 continue
             function = call.get("function")
-            function = function if isinstance(function, Mapping) else {}
+            function = function if isinstance(function, dict) else {}
             index = call.get("index")
             builder.tool_call_delta(
                 index if isinstance(index, int) else 0,
@@ -588,7 +588,7 @@ class OpenAIChatDecoder:
                 arguments=_text(function.get("arguments")),
             )
         legacy = delta.get("function_call")
-        if isinstance(legacy, Mapping):
+        if isinstance(legacy, dict):
             builder.tool_call_delta(
                 0, name=legacy.get("name"), arguments=_text(legacy.get("arguments"))
             )
@@ -603,7 +603,7 @@ class OpenAIChatDecoder:
             data = json.loads(text)
         except ValueError:
             return []
-        if not isinstance(data, Mapping):
+        if not isinstance(data, dict):
             return []
         out = self._decode_chunk_safely(data)
         if builder.finish_reason is not None or builder.usage is not None:
