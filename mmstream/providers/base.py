@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -306,16 +307,21 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
     millis = lowered.get("retry-after-ms")
     if millis:
         try:
-            return max(0.0, float(millis) / 1000.0)
+            seconds = float(millis) / 1000.0
         except ValueError:
             pass
+        else:
+            if math.isfinite(seconds):  # "inf" / "nan" are no waits
+                return max(0.0, seconds)
     value = lowered.get("retry-after")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

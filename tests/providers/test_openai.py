@@ -628,6 +628,7 @@ def test_insufficient_quota_is_not_retryable() -> None:
         ),
         ({"Retry-After": "2", "x-ratelimit-reset-tokens": "1m"}, 2.0),
         ({"Retry-After": "inf"}, None),
+        ({"retry-after-ms": "nan", "Retry-After": "4"}, 4.0),
         ({}, None),
     ],
 )

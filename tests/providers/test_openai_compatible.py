@@ -74,6 +74,70 @@ def test_request_options_for_picky_servers(monkeypatch: pytest.MonkeyPatch) -> N
     assert http.json["messages"][0] == {"role": "system", "content": "Be terse."}
 
 
+def test_system_multi_turn_and_images_match_the_official_sdk() -> None:
+    """The body the official SDK sends to a compatible server for the same call."""
+    openai = pytest.importorskip("openai")
+    import base64
+    import importlib
+    import sys
+
+    http = sys.modules.get("httpx2") or importlib.import_module("httpx")
+    seen: dict[str, Any] = {}
+
+    def handler(request: Any) -> Any:
+        seen["url"] = str(request.url)
+        seen["json"] = json.loads(request.content)
+        return http.Response(200, content=b"data: [DONE]\n\n")
+
+    png = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
+    url = "data:image/png;base64," + base64.b64encode(png).decode()
+    wire = [
+        {"role": "system", "content": "Describe images."},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello"},
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": url}},
+                {"type": "image_url", "image_url": {"url": "https://x.test/b.jpg"}},
+                {"type": "text", "text": "Compare"},
+            ],
+        },
+    ]
+    client = openai.OpenAI(
+        api_key="k",
+        base_url="http://127.0.0.1:8000/v1",
+        http_client=http.Client(transport=http.MockTransport(handler)),
+    )
+    for _ in client.chat.completions.create(
+        model="llava",
+        messages=wire,
+        stream=True,
+        stream_options={"include_usage": True},
+        max_tokens=32,
+    ):
+        pass
+    client.close()
+
+    p = provider(model="llava", base_url="http://127.0.0.1:8000/v1", api_key="k")
+    messages = [
+        mm.ChatMessage(role="system", content="Describe images."),
+        user("Hi"),
+        mm.ChatMessage(role="assistant", content="Hello"),
+        mm.ChatMessage(
+            role="user",
+            blocks=[
+                mm.ImageBlock(image=png, image_mimetype="image/png"),
+                mm.ImageBlock(url="https://x.test/b.jpg"),
+                mm.TextBlock("Compare"),
+            ],
+        ),
+    ]
+    http_request = p.build_request(chat(p, messages, max_tokens=32))
+    assert http_request.url == seen["url"]
+    assert http_request.json == seen["json"]
+
+
 def test_images_are_sent_inline_as_data_urls() -> None:
     p = provider()
     gif = b"GIF89a\x01\x00\x01\x00\x00\x00\x00;"
