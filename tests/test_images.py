@@ -13,7 +13,7 @@ import base64
 import importlib.util
 import io
 import json
-import os
+import random
 import struct
 import subprocess
 import sys
@@ -75,6 +75,13 @@ MARKER = (255, 0, 0)
 # --- images made here -------------------------------------------------------------------
 
 
+_RANDOM = random.Random(20240501)  # the same noise on every run, so failures reproduce
+
+
+def noise_bytes(size: int) -> bytes:
+    return _RANDOM.randbytes(size)
+
+
 @cache
 def photo() -> bytes:
     """A 4000×3000 noise JPEG (about 6 MB) with EXIF orientation 6 and a red marker.
@@ -82,7 +89,7 @@ def photo() -> bytes:
     The marker sits in the stored top-left corner; orientation 6 means "rotate 90°
     clockwise to view", so an upright result has it in the top-right corner.
     """
-    noise = Image.frombytes("RGB", (4000, 3000), os.urandom(4000 * 3000 * 3))
+    noise = Image.frombytes("RGB", (4000, 3000), noise_bytes(4000 * 3000 * 3))
     noise.paste(MARKER, (0, 0, 500, 500))
     exif = Image.Exif()
     exif[0x0112] = 6
@@ -105,7 +112,7 @@ def small_png() -> bytes:
 
 
 def noise_jpeg(width: int, height: int, quality: int = 90) -> bytes:
-    picture = Image.frombytes("RGB", (width, height), os.urandom(width * height * 3))
+    picture = Image.frombytes("RGB", (width, height), noise_bytes(width * height * 3))
     return encode(picture, "JPEG", quality=quality)
 
 
@@ -303,7 +310,7 @@ def test_sniff_knows_heic_and_avif_and_refuses_the_rest() -> None:
 
 
 def test_base64_helpers_match_the_standard_library() -> None:
-    big = os.urandom(1_000_003)
+    big = noise_bytes(1_000_003)
     assert encode_base64(big) == base64.b64encode(big).decode()
     assert encode_base64(b"abc") == "YWJj"
     assert base64_length(len(big)) == len(base64.b64encode(big))
@@ -650,7 +657,7 @@ def bad_inputs(tmp_path: Path) -> Iterator[tuple[str, ImageDocument, str]]:
     yield "truncated", ImageDocument(image_path=truncated), "truncated or corrupt"
     yield (
         "corrupt",
-        ImageDocument.from_bytes(small_png()[:40] + os.urandom(200)),
+        ImageDocument.from_bytes(small_png()[:40] + noise_bytes(200)),
         "truncated or corrupt",
     )
     yield (
