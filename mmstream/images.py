@@ -1012,6 +1012,8 @@ def _rebuild(
 # --- downloading (the I/O half) -------------------------------------------------------
 
 _MAX_REDIRECTS = 5
+#: the only headers an image download sends.
+_FETCH_HEADERS = frozenset({"host", "accept", "accept-encoding", "user-agent", "connection"})
 
 
 async def _fetch_all(
@@ -1047,9 +1049,16 @@ async def _fetch(client: httpx.AsyncClient, slot: _Slot, policy: ImagePolicy) ->
     try:
         with anyio.fail_after(timeout):
             for _ in range(_MAX_REDIRECTS + 1):
-                async with client.stream(
+                request = client.build_request(
                     "GET", url, headers={"accept": "image/*"}, timeout=timeout
-                ) as response:
+                )
+                # The transport's client may carry headers and cookies meant for the
+                # provider (a gateway's key, say): none of them go to an image host.
+                for name in list(request.headers):
+                    if name.lower() not in _FETCH_HEADERS:
+                        del request.headers[name]
+                response = await client.send(request, stream=True, follow_redirects=False)
+                try:
                     if response.is_redirect and "location" in response.headers:
                         url = urljoin(url, response.headers["location"])
                         if urlsplit(url).scheme.lower() not in ("http", "https"):
@@ -1059,6 +1068,8 @@ async def _fetch(client: httpx.AsyncClient, slot: _Slot, policy: ImagePolicy) ->
                             )
                         continue
                     return await _read_image_body(response, where, index, policy.fetch_max_bytes)
+                finally:
+                    await response.aclose()
             raise InvalidImageError(
                 f"{where} redirects more than {_MAX_REDIRECTS} times", image_index=index
             )

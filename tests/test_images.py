@@ -222,15 +222,19 @@ class Net:
         self.routes = dict(routes or {})
         self.sent: list[dict[str, Any]] = []
         self.fetched: list[str] = []
+        self.fetch_headers: list[dict[str, str]] = []
+        self.sent_headers: list[dict[str, str]] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         if request.url.host == "provider.test":
             self.sent.append(json.loads(request.content))
+            self.sent_headers.append(dict(request.headers))
             body = b'{"delta": "ok"}\n{"done": true, "finish_reason": "stop"}\n'
             return httpx.Response(
                 200, headers={"content-type": "application/x-ndjson"}, content=body
             )
         self.fetched.append(str(request.url))
+        self.fetch_headers.append(dict(request.headers))
         status, headers, content = self.routes.get(
             request.url.path, (404, {"content-type": "text/plain"}, b"not found")
         )
@@ -445,6 +449,20 @@ async def test_pil_images_and_blocks_arrive() -> None:
     assert received(second) == small_png()
     doc = ImageDocument.from_image(picture)
     assert opened(base64.b64decode(doc.image or "")).size == (40, 30)
+
+
+async def test_image_downloads_carry_none_of_the_transports_headers() -> None:
+    net = Net(png_routes())
+    transport = Transport(
+        http_transport=httpx.MockTransport(net), headers={"x-gateway-key": "secret-123"}
+    )
+    llm = MultiModalLLM(Recorder(policy=OLLAMA_POLICY), transport=transport)
+    async with llm:
+        await llm.acomplete("x", [ImageDocument(image_url="http://images.test/pic.png")])
+    assert net.sent_headers[0]["x-gateway-key"] == "secret-123"  # the provider gets it
+    [headers] = net.fetch_headers
+    assert "x-gateway-key" not in headers
+    assert headers["accept"] == "image/*"
 
 
 async def test_urls_pass_through_to_providers_that_fetch_them() -> None:
