@@ -325,7 +325,7 @@ class Transport:
                     body = await _read_bounded(chunks, MAX_ERROR_BODY)
                 if scope.cancelled_caught:
                     raise _total_timeout(name, total)
-                raise _parse_error(provider, response, body)
+                raise _parse_error(provider, response, _redact(body, http_request.headers))
             next_chunk = chunks.__anext__
             while True:
                 if total is None:
@@ -354,6 +354,23 @@ class Transport:
 
 def _call_timeouts(value: object) -> Timeouts:
     return Timeouts.from_value(value)  # type: ignore[arg-type]
+
+
+#: request headers that carry credentials; their values never reach an error.
+_CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key"}
+)
+
+
+def _redact(body: bytes, headers: httpx.Headers) -> bytes:
+    """The error body without the request's credentials (a proxy may echo the request back)."""
+    for name, value in headers.items():
+        if name.lower() not in _CREDENTIAL_HEADERS:
+            continue
+        for secret in (value, value.partition(" ")[2].strip()):  # also the token of "Bearer x"
+            if len(secret) >= 8:
+                body = body.replace(secret.encode("utf-8", "replace"), b"***")
+    return body
 
 
 def _parse_error(provider: Provider, response: httpx.Response, body: bytes) -> MMStreamError:
