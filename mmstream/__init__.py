@@ -50,9 +50,9 @@ from mmstream.errors import (
 from mmstream.llm import ChatStream, MultiModalLLM
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.pipeline import MultiModalChatComponent, MultiModalCompleteComponent
-from mmstream.request import CallOptions, ChatRequest, HTTPRequest
+from mmstream.request import CallOptions, ChatRequest, HTTPRequest, Timeouts
 from mmstream.responses import ChatResponse, CompletionResponse, FinishReason, Usage
-from mmstream.transport import Timeouts, Transport
+from mmstream.transport import Transport
 
 __all__ = [
     "APIConnectionError",

@@ -14,14 +14,24 @@ import attrs
 from attrs import field, frozen
 
 from mmstream.content import ChatMessage
-from mmstream.errors import ConfigurationError
+from mmstream.errors import ConfigurationError, InvalidRequestError
 
 if TYPE_CHECKING:
     from mmstream.providers.base import Provider
 
-__all__ = ["CallOptions", "ChatRequest", "HTTPRequest", "StreamFormat"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "CallOptions",
+    "ChatRequest",
+    "HTTPRequest",
+    "StreamFormat",
+    "Timeouts",
+]
 
 StreamFormat = Literal["sse", "ndjson"]
+
+#: the longest connect timeout a plain number of seconds sets.
+_CONNECT_CAP = 10.0
 
 
 def _to_stop(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
@@ -42,6 +52,62 @@ def _to_extra(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
 
 @final
 @frozen(kw_only=True)
+class Timeouts:
+    """Deadlines for one HTTP exchange, in seconds; ``None`` means no limit.
+
+    Attributes:
+        connect: to open the connection (TCP and TLS).
+        read: between two reads of the response: the longest silence of a stream.
+        write: to send a piece of the request body.
+        pool: to wait for a free connection of the pool.
+        total: for the whole exchange, from sending the request to the last byte
+            of the answer. Reported as ``APITimeoutError(kind="total")``.
+
+    A plain number ``t`` (``timeout=30``) means ``read``, ``write`` and ``pool``
+    of ``t`` and ``connect`` of ``min(t, 10)``, with no total (the httpx and
+    OpenAI SDK meaning). Give ``Timeouts`` for a total or finer control, to
+    :class:`Transport` (for every call) or as a call's ``timeout`` option (which
+    replaces the transport's for that call).
+
+    Example:
+        ``Transport(timeout=Timeouts(connect=5, read=30, total=120))``, or per call
+        ``await llm.acomplete("...", timeout=Timeouts(total=20))``.
+    """
+
+    connect: float | None = _CONNECT_CAP
+    read: float | None = 600.0
+    write: float | None = 600.0
+    pool: float | None = 600.0
+    total: float | None = None
+
+    @classmethod
+    def from_value(cls, value: float | Timeouts | Any | None) -> Timeouts:
+        """Timeouts from seconds, an ``httpx.Timeout`` (duck-typed), or ``None`` (the defaults)."""
+        if value is None:
+            return DEFAULT_TIMEOUT
+        if isinstance(value, Timeouts):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not value > 0:
+                raise InvalidRequestError(f"timeout must be > 0 seconds, not {value!r}")
+            seconds = float(value)
+            return cls(
+                connect=min(seconds, _CONNECT_CAP), read=seconds, write=seconds, pool=seconds
+            )
+        phases = ("connect", "read", "write", "pool")
+        if all(hasattr(value, phase) for phase in phases):  # an httpx.Timeout
+            return cls(**{phase: getattr(value, phase) for phase in phases})
+        raise InvalidRequestError(
+            f"timeout must be a number of seconds or a Timeouts, not {type(value).__name__}"
+        )
+
+
+#: connect 10 s, and 600 s for each read/write/pool wait (answers can be long); no total.
+DEFAULT_TIMEOUT = Timeouts()
+
+
+@final
+@frozen(kw_only=True)
 class CallOptions:
     """Sampling and call options; a provider's defaults, overridden per call.
 
@@ -54,7 +120,7 @@ class CallOptions:
     max_tokens: int | None = None
     top_p: float | None = None
     stop: tuple[str, ...] | None = field(default=None, converter=_to_stop)
-    timeout: float | None = None
+    timeout: float | Timeouts | None = None
     extra: Mapping[str, Any] = field(factory=dict, converter=_to_extra)
 
     def merge(self, **overrides: Any) -> CallOptions:
@@ -124,7 +190,7 @@ class HTTPRequest:
     headers: Mapping[str, str] = field(factory=dict, repr=False)
     json: Any = field(default=None, repr=False)
     stream_format: StreamFormat = "sse"
-    timeout: float | None = None
+    timeout: float | Timeouts | None = None
 
     def __attrs_post_init__(self) -> None:
         if not self.url:

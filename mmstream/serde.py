@@ -34,6 +34,7 @@ from mmstream.content import ChatMessage, ContentBlock, ImageBlock, ImageDocumen
 from mmstream.errors import ConfigurationError
 from mmstream.middleware import tracing
 from mmstream.providers import Provider, from_string
+from mmstream.request import Timeouts
 from mmstream.responses import ChatResponse, CompletionResponse, Usage, _Response
 
 __all__ = ["converter", "from_json", "structure_provider", "to_json"]
@@ -55,6 +56,15 @@ converter.register_structure_hook(bytes, lambda v, _: base64.b64decode(v))
 converter.register_unstructure_hook(Path, str)
 converter.register_structure_hook(Path, lambda v, _: Path(v))
 converter.register_unstructure_hook(Secret, lambda _: None)
+
+# A timeout is seconds or a Timeouts.
+_TIMEOUT = float | Timeouts | None
+converter.register_structure_hook_func(
+    lambda t: t == _TIMEOUT,
+    lambda v, _: (
+        v if v is None or isinstance(v, (int, float)) else converter.structure(v, Timeouts)
+    ),
+)
 
 # Content blocks: a tagged union; absent image fields are omitted.
 converter.register_unstructure_hook(

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, final
 import anyio
 import anyio.lowlevel
 import httpx
-from attrs import frozen
 
 from mmstream._version import __version__
 from mmstream.errors import (
@@ -39,6 +38,7 @@ from mmstream.errors import (
     ProviderProtocolError,
 )
 from mmstream.providers.base import default_parse_error
+from mmstream.request import DEFAULT_TIMEOUT, Timeouts
 
 if TYPE_CHECKING:
     from mmstream.providers.base import Provider
@@ -48,65 +48,13 @@ __all__ = ["DEFAULT_TIMEOUT", "MAX_ERROR_BODY", "Timeouts", "Transport", "map_ex
 
 #: error bodies are read up to this size (a proxy may send a large HTML page).
 MAX_ERROR_BODY = 64 * 1024
-#: the longest connect timeout a plain number of seconds sets.
-_CONNECT_CAP = 10.0
 
 
-@final
-@frozen(kw_only=True)
-class Timeouts:
-    """Deadlines for one HTTP exchange, in seconds; ``None`` means no limit.
-
-    Attributes:
-        connect: to open the connection (TCP and TLS).
-        read: between two reads of the response: the longest silence of a stream.
-        write: to send a piece of the request body.
-        pool: to wait for a free connection of the pool.
-        total: for the whole exchange, from sending the request to the last byte
-            of the answer. Reported as ``APITimeoutError(kind="total")``.
-
-    A plain number ``t`` (``timeout=30``) means ``read``, ``write`` and ``pool``
-    of ``t`` and ``connect`` of ``min(t, 10)``, with no total (the httpx and
-    OpenAI SDK meaning). Give ``Timeouts`` for a total or finer control, to
-    :class:`Transport` (for every call) or as a call's ``timeout`` option (which
-    replaces the transport's for that call).
-
-    Example:
-        ``Transport(timeout=Timeouts(connect=5, read=30, total=120))``, or per call
-        ``await llm.acomplete("...", timeout=Timeouts(total=20))``.
-    """
-
-    connect: float | None = _CONNECT_CAP
-    read: float | None = 600.0
-    write: float | None = 600.0
-    pool: float | None = 600.0
-    total: float | None = None
-
-    @classmethod
-    def from_value(cls, value: float | Timeouts | httpx.Timeout | None) -> Timeouts:
-        """Timeouts from a number of seconds, an ``httpx.Timeout``, or ``None`` (the defaults)."""
-        if value is None:
-            return DEFAULT_TIMEOUT
-        if isinstance(value, Timeouts):
-            return value
-        if isinstance(value, httpx.Timeout):
-            return cls(connect=value.connect, read=value.read, write=value.write, pool=value.pool)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InvalidRequestError(
-                f"timeout must be a number of seconds or a Timeouts, not {type(value).__name__}"
-            )
-        if not value > 0:
-            raise InvalidRequestError(f"timeout must be > 0 seconds, not {value!r}")
-        seconds = float(value)
-        return cls(connect=min(seconds, _CONNECT_CAP), read=seconds, write=seconds, pool=seconds)
-
-    def to_httpx(self) -> httpx.Timeout:
-        """The per-phase part, as httpx takes it."""
-        return httpx.Timeout(connect=self.connect, read=self.read, write=self.write, pool=self.pool)
-
-
-#: connect 10 s, and 600 s for each read/write/pool wait (answers can be long); no total.
-DEFAULT_TIMEOUT = Timeouts()
+def _to_httpx(timeouts: Timeouts) -> httpx.Timeout:
+    """The per-phase part of ``timeouts``, as httpx takes it."""
+    return httpx.Timeout(
+        connect=timeouts.connect, read=timeouts.read, write=timeouts.write, pool=timeouts.pool
+    )
 
 
 _TIMEOUT_KINDS: Mapping[type[Exception], str] = {
@@ -232,7 +180,7 @@ class Transport:
         from mmstream._offline_transport import OfflineTransport
 
         client = httpx.AsyncClient(
-            timeout=self.timeouts.to_httpx(),
+            timeout=_to_httpx(self.timeouts),
             limits=self.limits,
             transport=self._http_transport,
             mounts={"offline://": OfflineTransport()},
@@ -310,7 +258,7 @@ class Transport:
         client = self.client()
         timeouts = self.timeouts if request.timeout is None else _call_timeouts(request.timeout)
         http_request = self._build(client, request, name)
-        http_request.extensions["timeout"] = timeouts.to_httpx().as_dict()
+        http_request.extensions["timeout"] = _to_httpx(timeouts).as_dict()
         total = timeouts.total
         deadline = math.inf if total is None else anyio.current_time() + total
 
@@ -353,7 +301,7 @@ class Transport:
 
 
 def _call_timeouts(value: object) -> Timeouts:
-    return Timeouts.from_value(value)  # type: ignore[arg-type]
+    return Timeouts.from_value(value)
 
 
 #: request headers that carry credentials; their values never reach an error.

@@ -51,6 +51,8 @@ VALUES: list[Any] = [
     mm.MultiModalLLMMetadata(),
     mm.MultiModalLLMMetadata(context_window=128_000, model_name="m", is_chat_model=True),
     mm.CallOptions(temperature=0.2, stop="END", extra={"seed": 7}),
+    mm.CallOptions(timeout=2.5),
+    mm.CallOptions(timeout=mm.Timeouts(connect=1, total=30)),
     TraceRecord(
         event="chat.complete",
         outcome="complete",

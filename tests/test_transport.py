@@ -18,6 +18,7 @@ import pytest
 
 import mmstream as mm
 from mmstream import Transport
+from mmstream import transport as transport_module
 from mmstream.errors import (
     APIConnectionError,
     APIError,
@@ -112,7 +113,9 @@ def test_timeouts_from_values() -> None:
     assert Timeouts.from_value(httpx.Timeout(5.0, connect=1.0)) == Timeouts(
         connect=1.0, read=5.0, write=5.0, pool=5.0
     )
-    assert custom.to_httpx() == httpx.Timeout(connect=1, read=2, write=600.0, pool=600.0)
+    assert transport_module._to_httpx(custom) == httpx.Timeout(
+        connect=1, read=2, write=600.0, pool=600.0
+    )
     for bad in (0, -1, "10", True):
         with pytest.raises(InvalidRequestError):
             Timeouts.from_value(bad)  # type: ignore[arg-type]

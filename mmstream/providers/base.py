@@ -29,7 +29,7 @@ from mmstream.errors import (
     QuotaExceededError,
     error_class_for_status,
 )
-from mmstream.request import CallOptions
+from mmstream.request import CallOptions, Timeouts
 from mmstream.responses import ChatResponse, FinishReason, Usage, _LazyText, _TextAccumulator
 
 if TYPE_CHECKING:
@@ -445,7 +445,7 @@ class OptionFields:
     max_tokens: int | None = None
     top_p: float | None = None
     stop: tuple[str, ...] | None = field(default=None, converter=_to_stop)
-    timeout: float | None = None
+    timeout: float | Timeouts | None = None
     extra: Mapping[str, Any] = field(factory=dict, converter=_to_extra)
 
     @property
