@@ -28,6 +28,7 @@ provider's ``extra``) may override it with the ``image_policy`` option, e.g.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import math
@@ -35,7 +36,7 @@ import tempfile
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, final
 from urllib.parse import urljoin, urlsplit
@@ -1107,11 +1108,30 @@ async def _read_image_body(response: httpx.Response, where: str, index: int, lim
         )
     chunks: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > limit:
-            raise InvalidImageError(
-                f"{where} is over the download limit of {limit} bytes", image_index=index
-            )
-        chunks.append(chunk)
+    body = response.aiter_bytes()
+    try:
+        async for chunk in body:
+            size += len(chunk)
+            if size > limit:
+                raise InvalidImageError(
+                    f"{where} is over the download limit of {limit} bytes", image_index=index
+                )
+            chunks.append(chunk)
+    finally:
+        await _end(response, body)
     return b"".join(chunks)
+
+
+async def _end(response: httpx.Response, body: AsyncIterator[bytes]) -> None:
+    """Close the response, then end httpx's nested body generators (trio warns otherwise).
+
+    httpx never closes the async generators it reads a body through; once the
+    response is closed, one more step ends them all (as the transport does).
+    """
+    import anyio
+
+    with anyio.CancelScope(shield=True):
+        await response.aclose()
+        with contextlib.suppress(Exception):
+            await body.__anext__()
+            await body.aclose()  # type: ignore[attr-defined]

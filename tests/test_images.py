@@ -18,11 +18,12 @@ import struct
 import subprocess
 import sys
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
+import anyio
 import attrs
 import httpx
 import pytest
@@ -729,6 +730,42 @@ async def test_a_decompression_bomb_is_an_image_error_with_warnings_as_errors() 
     for size in (10_000, 30_000):
         with pytest.raises(InvalidImageError, match=r"decompression bomb \(.*\d+"):
             fit_image(bomb_png(size, size), DEFAULT_POLICY)
+
+
+class Endless(httpx.AsyncByteStream):
+    """A body that never ends until the response is closed (as a socket would)."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        yield small_png()
+        while not self.closed:
+            yield b"\x00" * 65536
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_slow_and_endless_downloads_are_cut_off() -> None:
+    provider_calls: list[httpx.Request] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "provider.test":
+            provider_calls.append(request)
+        if request.url.path == "/slow.png":
+            await anyio.sleep(30)
+
+        return httpx.Response(200, headers={"content-type": "image/png"}, stream=Endless())
+
+    policy = attrs.evolve(OLLAMA_POLICY, fetch_timeout=0.2, fetch_max_bytes=1_000_000)
+    transport = Transport(http_transport=httpx.MockTransport(handler))
+    async with MultiModalLLM(Recorder(policy=policy), transport=transport) as llm:
+        with pytest.raises(InvalidImageError, match=r"image 1 .* within 0.2 s"):
+            await llm.acomplete("x", [ImageDocument(image_url="http://images.test/slow.png")])
+        with pytest.raises(InvalidImageError, match="over the download limit of 1000000"):
+            await llm.acomplete("x", [ImageDocument(image_url="http://images.test/big.png")])
+    assert provider_calls == []
 
 
 async def test_too_many_images_is_refused_before_any_download() -> None:
