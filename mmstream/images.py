@@ -276,7 +276,9 @@ _B64_SLICE = 3 * 64 * 1024
 
 _b64_lock = threading.Lock()
 _b64_cache: OrderedDict[int, tuple[bytes, str]] = OrderedDict()
-_B64_ENTRIES = 32
+_B64_ENTRIES = 256
+_B64_CHARS = 128 * 1024 * 1024
+_b64_chars = 0
 
 
 def _b64(data: bytes) -> str:
@@ -309,11 +311,17 @@ def _remember_base64(data: bytes) -> None:
         if entry is not None and entry[0] is data:
             _b64_cache.move_to_end(id(data))
             return
+    global _b64_chars
     text = _b64(data)
     with _b64_lock:
+        old = _b64_cache.pop(id(data), None)
+        if old is not None:
+            _b64_chars -= len(old[1])
         _b64_cache[id(data)] = (data, text)  # holding data keeps its id unique
-        while len(_b64_cache) > _B64_ENTRIES:
-            _b64_cache.popitem(last=False)
+        _b64_chars += len(text)
+        while len(_b64_cache) > 1 and (len(_b64_cache) > _B64_ENTRIES or _b64_chars > _B64_CHARS):
+            _, (_, dropped) = _b64_cache.popitem(last=False)
+            _b64_chars -= len(dropped)
 
 
 def data_url(data: bytes, mimetype: str) -> str:
@@ -771,12 +779,13 @@ def _cache_put(key: object, fitted: FittedImage) -> None:
 
 def clear_cache() -> None:
     """Forget every fitted image and base64 text (for tests and benchmarks)."""
-    global _cache_size
+    global _cache_size, _b64_chars
     with _cache_lock:
         _cache.clear()
         _cache_size = 0
     with _b64_lock:
         _b64_cache.clear()
+        _b64_chars = 0
 
 
 # --- a whole request ------------------------------------------------------------------
