@@ -41,6 +41,11 @@ PROVIDERS: dict[str, tuple[str, str, dict[str, Any]]] = {
         "AzureOpenAI",
         {"deployment": "dep", "endpoint": "https://example.openai.azure.com"},
     ),
+    "openai-compatible": (
+        "mmstream.providers.openai",
+        "OpenAICompatible",
+        {"model": "local", "base_url": "http://127.0.0.1:8000/v1"},
+    ),
     "anthropic": ("mmstream.providers.anthropic", "Anthropic", {"model": "claude-sonnet-4-5"}),
     "gemini": ("mmstream.providers.gemini", "Gemini", {"model": "gemini-2.5-flash"}),
     "ollama": ("mmstream.providers.ollama", "Ollama", {"model": "llava", "api_key": "fuzz-key"}),
@@ -65,6 +70,8 @@ def _corpus(api: str) -> list[list[bytes]]:
     """Real streams of ``api`` as lists of frames: plain text, tool calls, errors, malformed."""
     if api == "offline":
         return _offline_corpus()
+    if api == "openai-compatible":  # vLLM, llama.cpp, LM Studio speak OpenAI's format
+        api = "openai"
     sse = True
     streams: list[list[bytes]] = []
     for pieces, calls, usage in (
