@@ -140,3 +140,13 @@ def test_secret_never_shows() -> None:
     assert "abc123" not in f"{secret}"
     assert secret.get_secret_value() == "sk-abc123"
     assert pickle.loads(pickle.dumps(secret)) == secret
+
+
+def test_register_a_provider_name() -> None:
+    from mmstream.providers import Offline, from_string, register, registered_names
+
+    register("toy", Offline)
+    assert "toy" in registered_names()
+    assert from_string("toy:tiny", chunks=2) == Offline(model="tiny", chunks=2)
+    with pytest.raises(mm.ConfigurationError):
+        register("bad:name", Offline)

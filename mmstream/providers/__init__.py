@@ -32,11 +32,12 @@ __all__ = [
     "Provider",
     "StreamDecoder",
     "from_string",
+    "register",
     "registered_names",
 ]
 
-#: short name -> (module, class); the module is imported only when the name is used.
-_REGISTRY: dict[str, tuple[str, str]] = {
+#: short name -> (module, class) or the class itself; a module is imported only when used.
+_REGISTRY: dict[str, tuple[str, str] | type] = {
     "offline": ("mmstream.providers.offline", "Offline"),
     "anthropic": ("mmstream.providers.anthropic", "Anthropic"),
     "gemini": ("mmstream.providers.gemini", "Gemini"),
@@ -45,7 +46,7 @@ _REGISTRY: dict[str, tuple[str, str]] = {
     "azure": ("mmstream.providers.azure", "AzureOpenAI"),
     "openai-compatible": ("mmstream.providers.openai", "OpenAICompatible"),
 }
-_CLASSES = {cls: (module, cls) for module, cls in _REGISTRY.values()}
+_CLASSES = {entry[1]: entry for entry in _REGISTRY.values() if isinstance(entry, tuple)}
 
 
 def registered_names() -> list[str]:
@@ -53,8 +54,24 @@ def registered_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def register(name: str, provider_class: type) -> None:
+    """Make ``"name:model"`` strings build ``provider_class(model=model, **fields)``.
+
+    Example:
+        ``register("acme", AcmeProvider)`` and then ``MultiModalLLM("acme:vision-1")``.
+    """
+    key = name.strip().lower()
+    if not key or ":" in key:
+        raise ConfigurationError(f"a provider name must be non-empty without ':', not {name!r}")
+    _REGISTRY[key] = provider_class
+
+
 def _load(module: str, cls: str) -> Any:
     return getattr(importlib.import_module(module), cls)
+
+
+def _resolve(entry: tuple[str, str] | type) -> Any:
+    return _load(*entry) if isinstance(entry, tuple) else entry
 
 
 def from_string(spec: str, **fields: Any) -> Provider:
@@ -74,7 +91,7 @@ def from_string(spec: str, **fields: Any) -> Provider:
         if name != "offline":
             raise ConfigurationError(f"{spec!r} names no model; write it as '{name}:MODEL'")
         model = "default"
-    provider: Provider = _load(*_REGISTRY[name])(model=model.strip(), **fields)
+    provider: Provider = _resolve(_REGISTRY[name])(model=model.strip(), **fields)
     return provider
 
 
