@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, final
 
 from attrs import Factory, field, frozen
@@ -460,6 +460,86 @@ def _usage(data: Mapping[str, Any]) -> Usage:
 _MAX_PLAIN_BODY = 8 * 1024 * 1024
 
 
+#: the C scanner of one JSON string literal: (text, index after its closing quote).
+_scanstring: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
+_JSON_SPACE = " \t\n\r"
+
+
+@final
+class _Template:
+    """A text chunk's JSON split around its ``delta.content`` string (the decoder's fast path).
+
+    Consecutive text chunks of one stream differ only in that string (same
+    id, model, created, fingerprint). When an event's data is the template's
+    ``prefix``, a JSON string literal, and the template's ``suffix``, it parses
+    to the template's chunk with that string as its content; so the string is
+    read with the C ``scanstring`` alone, and ``raw`` is rebuilt from the
+    template (fresh dicts, as ``json.loads`` gives) without parsing the rest.
+    """
+
+    __slots__ = ("choice", "chunk", "model", "prefix", "suffix")
+
+    def __init__(
+        self, prefix: str, suffix: str, chunk: dict[str, Any], choice: dict[str, Any]
+    ) -> None:
+        self.prefix = prefix
+        self.suffix = suffix
+        self.chunk = chunk
+        self.choice = choice
+        model = chunk.get("model")
+        self.model: str | None = model if model and isinstance(model, str) else None
+
+    @classmethod
+    def of(cls, data: str, chunk: dict[str, Any]) -> _Template | None:
+        """The template of a parsed plain text chunk, or ``None`` for any other chunk."""
+        if chunk.get("error") or chunk.get("object") == "error" or chunk.get("usage") is not None:
+            return None
+        choices = chunk.get("choices")
+        if type(choices) is not list or len(choices) != 1:
+            return None
+        choice = choices[0]
+        if type(choice) is not dict or choice.get("index", 0) not in (0, None):
+            return None
+        delta = choice.get("delta")
+        if (
+            type(delta) is not dict
+            or len(delta) != 1
+            or type(delta.get("content")) is not str
+            or choice.get("finish_reason") is not None
+            or data.count('"content"') != 1  # so the key found is the delta's, and only once
+        ):
+            return None
+        start = data.find('"content"') + len('"content"')
+        length = len(data)
+        while start < length and data[start] in _JSON_SPACE:
+            start += 1
+        if data[start : start + 1] != ":":
+            return None
+        start += 1
+        while start < length and data[start] in _JSON_SPACE:
+            start += 1
+        if data[start : start + 1] != '"':
+            return None
+        start += 1
+        try:
+            content, end = _scanstring(data, start)
+        except ValueError:
+            return None
+        if content != delta["content"]:
+            return None
+        return cls(data[:start], data[end:], chunk, choice)
+
+    def match(self, data: str) -> dict[str, Any] | None:
+        """The chunk ``data`` parses to, if it fits the template (its prefix already checked)."""
+        try:
+            content, end = _scanstring(data, len(self.prefix))
+        except ValueError:
+            return None
+        if len(data) - end != len(self.suffix) or not data.endswith(self.suffix):
+            return None
+        return {**self.chunk, "choices": [{**self.choice, "delta": {"content": content}}]}
+
+
 @final
 class OpenAIChatDecoder:
     """Chat Completions SSE chunks into mmstream chunks; one decoder for the whole family.
@@ -476,7 +556,7 @@ class OpenAIChatDecoder:
             JSON ``chat.completion`` body (streaming ignored) is decoded whole.
     """
 
-    __slots__ = ("_builder", "_lenient", "_plain", "_plain_size", "_raw", "_sse")
+    __slots__ = ("_builder", "_lenient", "_plain", "_plain_size", "_raw", "_sse", "_template")
 
     def __init__(self, provider: str, model: str | None = None, *, lenient: bool = False) -> None:
         self._builder = ResponseBuilder(provider, model)
@@ -485,6 +565,7 @@ class OpenAIChatDecoder:
         self._plain: list[bytes] | None = [] if lenient else None
         self._plain_size = 0
         self._raw: Any = None
+        self._template: _Template | None = None
 
     def feed(self, data: bytes) -> list[ChatResponse]:
         """Decode more of the body (split anywhere)."""
@@ -534,12 +615,24 @@ class OpenAIChatDecoder:
                 payload = load_json(data, builder) if data.strip() else {}
                 error = payload.get("error", payload) if isinstance(payload, dict) else data
                 raise stream_error(builder.provider, error, builder, payload)
+            template = self._template
+            if template is not None and data.startswith(template.prefix):
+                raw = template.match(data)
+                if raw is not None:  # the template's chunk with another text: no JSON parse
+                    self._raw = raw
+                    if template.model:
+                        builder.model = template.model
+                    content = raw["choices"][0]["delta"]["content"]
+                    if content:
+                        out.append(builder.text(content, raw))
+                    continue
             if not data.strip():
                 continue  # an empty data: frame (some proxies' keep-alive)
             chunk = load_json(data, builder)
             if not isinstance(chunk, dict):
                 raise builder.protocol_error(f"expected a JSON object, got {data[:80]!r}")
             self._chunk(chunk, out)
+            self._template = _Template.of(data, chunk)
         return out
 
     def _chunk(self, chunk: Mapping[str, Any], out: list[ChatResponse]) -> None:
