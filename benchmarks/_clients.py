@@ -296,7 +296,9 @@ class OpenAIClient(BenchClient):
     async def start(self) -> None:
         import openai
 
-        self.client = openai.AsyncOpenAI(api_key=API_KEY, base_url=self.base_url, max_retries=0)
+        self.client = openai.AsyncOpenAI(
+            api_key=API_KEY, base_url=self.base_url, max_retries=0, timeout=600
+        )
 
     async def stream(self, model: str, image: bytes | None = None) -> StreamResult:
         pieces: list[str] = []
@@ -337,7 +339,9 @@ class OpenAIClient(BenchClient):
     def start_sync(self) -> None:
         import openai
 
-        self.sync_client = openai.OpenAI(api_key=API_KEY, base_url=self.base_url, max_retries=0)
+        self.sync_client = openai.OpenAI(
+            api_key=API_KEY, base_url=self.base_url, max_retries=0, timeout=600
+        )
 
     def stream_sync(self, model: str) -> StreamResult:
         pieces: list[str] = []
