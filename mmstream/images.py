@@ -94,6 +94,8 @@ class ImagePolicy:
         max_images: most images in one request.
         max_request_bytes: most bytes of images in one request, all together (base64).
         accepts_urls: whether the API fetches http(s) URLs itself.
+        own_urls: URL prefixes the API reads itself even when it fetches no other
+            URL (Gemini: ``gs://`` and its Files API); passed on untouched.
         fit: whether mmstream converts, rotates and shrinks images to fit.
         recommended_pixels: most pixels worth sending (larger is downscaled to it).
         many_images: above this many images in a request, ``many_images_max_edge``
@@ -125,6 +127,7 @@ class ImagePolicy:
     max_images: int | None = None
     max_request_bytes: int | None = None
     accepts_urls: bool = True
+    own_urls: tuple[str, ...] = ()
     fit: bool = True
     recommended_pixels: int | None = None
     many_images: int | None = None
@@ -200,6 +203,9 @@ GEMINI_POLICY = ImagePolicy(
     max_images=3600,
     max_request_bytes=19 * MB,  # 20 MB for the whole request: keep 1 MB for the text
     accepts_urls=False,
+    # file_data takes Cloud Storage and Files API URIs:
+    # https://ai.google.dev/gemini-api/docs/vision#upload-image
+    own_urls=("gs://", "https://generativelanguage.googleapis.com/"),
 )
 
 #: Ollama. https://github.com/ollama/ollama/blob/main/docs/api.md: ``images`` is a list of
@@ -865,9 +871,11 @@ def _check_count(slots: Sequence[_Slot], policy: ImagePolicy, provider: str) -> 
         )
 
 
-def _check_url(slot: _Slot, provider: str) -> None:
+def _check_url(slot: _Slot, policy: ImagePolicy, provider: str) -> None:
     url = slot.image.url
     if url is None or slot.image.image is not None or slot.image.path is not None:
+        return
+    if url.startswith(policy.own_urls):
         return
     scheme = urlsplit(url).scheme.lower()
     if scheme not in ("http", "https"):
@@ -885,7 +893,8 @@ def _needs_fetch(slot: _Slot, policy: ImagePolicy) -> bool:
         image.image is None
         and image.path is None
         and image.url is not None
-        and (not policy.accepts_urls)
+        and not policy.accepts_urls
+        and not image.url.startswith(policy.own_urls)
     )
 
 
@@ -918,7 +927,7 @@ async def prepare_request(
     provider = request.provider_name
     _check_count(slots, policy, provider)
     for slot in slots:
-        _check_url(slot, provider)
+        _check_url(slot, policy, provider)
     downloads = [slot for slot in slots if _needs_fetch(slot, policy)]
     fetched: dict[int, bytes] = {}
     if downloads:
