@@ -30,7 +30,14 @@ from mmstream.errors import (
     error_class_for_status,
 )
 from mmstream.request import CallOptions, Timeouts
-from mmstream.responses import ChatResponse, FinishReason, Usage, _LazyText, _TextAccumulator
+from mmstream.responses import (
+    ChatResponse,
+    FinishReason,
+    Usage,
+    _LazyText,
+    _text_chunk,
+    _TextAccumulator,
+)
 
 if TYPE_CHECKING:
     from mmstream.images import ImagePolicy
@@ -187,7 +194,7 @@ class ResponseBuilder:
         acc = self._acc
         acc.pieces.append(delta)
         self._n = n = len(acc.pieces)
-        return ChatResponse(text=_LazyText(acc, n), delta=delta, raw=raw)
+        return _text_chunk(_LazyText(acc, n), delta, raw)
 
     def snapshot(self, raw: Any = None) -> ChatResponse:
         """The answer so far, as one chunk (for errors' ``partial``)."""
