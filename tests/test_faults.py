@@ -315,3 +315,34 @@ async def test_connection_refused_falls_back_to_a_live_server(
     assert record.outcome == "complete"
     assert record.answered_by is not None
     assert record.answered_by.startswith(name)
+
+
+# --- errors that must not be retried or fallen back from (OpenAI's family sends them) ------
+
+OPENAI_FAMILY = ["openai", "azure", "openai-compatible"]
+
+
+@pytest.mark.parametrize("family", OPENAI_FAMILY)
+async def test_a_used_up_quota_is_not_retried(family: str, server: TestServer) -> None:
+    server.inject(Fault.http_status(429, retry_after=1, error_type="insufficient_quota"))
+    retrying = Retrying()
+    async with client(provider_for(family, server.base_url), retrying.around(), server) as llm:
+        run = await call(llm)
+    assert isinstance(run.error, mm.QuotaExceededError)
+    assert len(server.requests) == 1
+    assert retrying.sleeps == []
+
+
+@pytest.mark.parametrize("family", OPENAI_FAMILY)
+async def test_a_content_filter_refusal_is_neither_retried_nor_fallen_back_from(
+    family: str, server: TestServer
+) -> None:
+    server.inject(Fault.http_status(400, error_type="content_filter"))
+    retrying = Retrying()
+    backup = provider_for("anthropic", server.base_url)
+    middleware = [Fallback(providers=[backup]), *retrying.around()]
+    async with client(provider_for(family, server.base_url), middleware, server) as llm:
+        run = await call(llm)
+    assert isinstance(run.error, mm.ContentFilterError)
+    assert [r.api for r in server.requests] == [family.replace("openai-compatible", "openai")]
+    assert retrying.sleeps == []
