@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from types import TracebackType
@@ -73,7 +74,7 @@ def map_exceptions(provider: str, *, streaming: bool = False) -> Iterator[None]:
     except httpx.TimeoutException as exc:
         kind = _TIMEOUT_KINDS.get(type(exc), "read")
         raise APITimeoutError(
-            f"{provider}: {kind} timeout ({exc or type(exc).__name__})",
+            f"{provider}: {kind} timeout ({str(exc) or type(exc).__name__})",
             kind=kind,
             provider=provider,
         ) from exc
@@ -93,7 +94,7 @@ def map_exceptions(provider: str, *, streaming: bool = False) -> Iterator[None]:
     except httpx.TransportError as exc:
         what = "the connection dropped mid-stream" if streaming else "could not connect"
         raise APIConnectionError(
-            f"{provider}: {what} ({exc or type(exc).__name__})", provider=provider
+            f"{provider}: {what} ({str(exc) or type(exc).__name__})", provider=provider
         ) from exc
     except httpx.DecodingError as exc:
         raise ProviderProtocolError(
@@ -101,7 +102,7 @@ def map_exceptions(provider: str, *, streaming: bool = False) -> Iterator[None]:
         ) from exc
     except httpx.HTTPError as exc:
         raise APIConnectionError(
-            f"{provider}: the HTTP exchange failed ({exc or type(exc).__name__})",
+            f"{provider}: the HTTP exchange failed ({str(exc) or type(exc).__name__})",
             provider=provider,
         ) from exc
 
@@ -274,6 +275,15 @@ class Transport:
                 if scope.cancelled_caught:
                     raise _total_timeout(name, total)
                 raise _parse_error(provider, response, _redact(body, http_request.headers))
+            if response.headers.get("content-type", "").startswith("text/html"):
+                # A captive portal or a proxy's page with status 200: not the provider.
+                with anyio.CancelScope(deadline=deadline), map_exceptions(name):
+                    page = await _read_bounded(chunks, 2048)
+                raise ProviderProtocolError(
+                    f"{name} answered with an HTML page instead of a stream "
+                    f"({_page_text(page)!r}); check the base URL and any proxy in between",
+                    provider=name,
+                )
             next_chunk = chunks.__anext__
             while True:
                 if total is None:
@@ -298,6 +308,11 @@ class Transport:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
                 await _finish(chunks)
+
+
+def _page_text(page: bytes) -> str:
+    text = re.sub(r"<[^>]+>", " ", page.decode("utf-8", "replace"))
+    return " ".join(text.split())[:120]
 
 
 def _call_timeouts(value: object) -> Timeouts:

@@ -277,6 +277,21 @@ async def test_redirect_is_an_error_not_a_body_to_decode() -> None:
     assert info.value.status == 307
 
 
+async def test_an_html_page_with_status_200_is_a_protocol_error() -> None:
+    page = (
+        b"<html><head><title>Sign in</title></head><body>Please sign in to the Wi-Fi</body></html>"
+    )
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/html"}, content=page)
+
+    async with llm_for(handler) as llm:
+        with pytest.raises(ProviderProtocolError, match="HTML page instead of a stream") as info:
+            await llm.acomplete("x")
+    assert "Please sign in to the Wi-Fi" in str(info.value)
+    assert info.value.partial is None
+
+
 async def test_error_bodies_are_read_only_up_to_the_limit() -> None:
     body = Body([b"<html>" + b"x" * 1022 + b"\n"] * 1024)  # 1 MiB of HTML
 

@@ -19,10 +19,19 @@ Example:
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmstream.middleware.chain import CallNext, Middleware, compose
 from mmstream.middleware.tracing import TraceRecord, Tracing
+
+if TYPE_CHECKING:  # imported on first use at run time (see __getattr__)
+    from mmstream.middleware.callbacks import Callbacks
+    from mmstream.middleware.fallback import Fallback
+    from mmstream.middleware.logging import Logging
+    from mmstream.middleware.otel import OpenTelemetry
+    from mmstream.middleware.ratelimit import RateLimit
+    from mmstream.middleware.retry import Retry
+    from mmstream.middleware.timeout import Timeout
 
 __all__ = [
     "CallNext",

@@ -620,7 +620,7 @@ class TestServer:
         text, content_type, body_steps, end = self._streamed(found, parsed, script, serial, faults)
         record["answer"] = text
         head = _head(200, content_type, None, close=close, extra=extra)
-        first = body_steps[0]
+        first = body_steps[0] if body_steps else ("sleep", 0.0)
         if first[0] == "write":
             steps = [*before, ("write", head + first[1], first[2]), *body_steps[1:]]
         else:
