@@ -477,7 +477,7 @@ class _Template:
     template (fresh dicts, as ``json.loads`` gives) without parsing the rest.
     """
 
-    __slots__ = ("choice", "chunk", "model", "prefix", "suffix")
+    __slots__ = ("choice", "chunk", "model", "prefix", "raw", "suffix")
 
     def __init__(
         self, prefix: str, suffix: str, chunk: dict[str, Any], choice: dict[str, Any]
@@ -486,6 +486,7 @@ class _Template:
         self.suffix = suffix
         self.chunk = chunk
         self.choice = choice
+        self.raw: dict[str, Any] = chunk
         model = chunk.get("model")
         self.model: str | None = model if model and isinstance(model, str) else None
 
@@ -529,15 +530,23 @@ class _Template:
             return None
         return cls(data[:start], data[end:], chunk, choice)
 
-    def match(self, data: str) -> dict[str, Any] | None:
-        """The chunk ``data`` parses to, if it fits the template (its prefix already checked)."""
+    def match(self, data: str) -> str | None:
+        """The content of ``data`` if it fits the template (prefix already checked), else None.
+
+        On a match, ``raw`` is the chunk ``data`` parses to.
+        """
         try:
             content, end = _scanstring(data, len(self.prefix))
         except ValueError:
             return None
         if len(data) - end != len(self.suffix) or not data.endswith(self.suffix):
             return None
-        return {**self.chunk, "choices": [{**self.choice, "delta": {"content": content}}]}
+        chunk = self.chunk.copy()
+        choice = self.choice.copy()
+        choice["delta"] = {"content": content}
+        chunk["choices"] = [choice]
+        self.raw = chunk
+        return content
 
 
 @final
@@ -617,12 +626,11 @@ class OpenAIChatDecoder:
                 raise stream_error(builder.provider, error, builder, payload)
             template = self._template
             if template is not None and data.startswith(template.prefix):
-                raw = template.match(data)
-                if raw is not None:  # the template's chunk with another text: no JSON parse
-                    self._raw = raw
+                content = template.match(data)
+                if content is not None:  # the template's chunk with another text: no JSON parse
+                    self._raw = raw = template.raw
                     if template.model:
                         builder.model = template.model
-                    content = raw["choices"][0]["delta"]["content"]
                     if content:
                         out.append(builder.text(content, raw))
                     continue
