@@ -120,7 +120,16 @@ class SSEDecoder:
         events: list[SSEEvent] = []
         line = self._line
         for raw in lines:
-            line(raw, events)
+            # The two lines of nearly every event, inline: "data: ..." and the blank line.
+            if raw.startswith(b"data: "):
+                self._data.append(raw[6:].decode("utf-8", "replace"))
+                self._has_data = True
+            elif raw or self._event or self._retry is not None:
+                line(raw, events)
+            elif self._has_data:
+                events.append(SSEEvent("\n".join(self._data), "message", self._last_id))
+                self._data = []
+                self._has_data = False
         return events
 
     def flush(self) -> list[SSEEvent]:
