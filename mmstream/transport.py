@@ -267,7 +267,12 @@ class Transport:
             response = await client.send(http_request, stream=True)
         if scope.cancelled_caught:
             raise _total_timeout(name, total)
-        chunks = response.aiter_bytes()
+        # Without a content-encoding there is nothing to decode: the raw body skips a
+        # generator layer and a decoder call per network read. (A body already read,
+        # as a mock transport's is, can only be iterated with aiter_bytes.)
+        identity = response.headers.get("content-encoding", "identity").lower() == "identity"
+        raw = identity and not response.is_stream_consumed
+        chunks = response.aiter_raw() if raw else response.aiter_bytes()
         try:
             if not 200 <= response.status_code < 300:
                 with anyio.CancelScope(deadline=deadline) as scope, map_exceptions(name):
@@ -287,11 +292,13 @@ class Transport:
             next_chunk = chunks.__anext__
             while True:
                 if total is None:
-                    with map_exceptions(name, streaming=True):
-                        try:
-                            data = await next_chunk()
-                        except StopAsyncIteration:
-                            return
+                    try:
+                        data = await next_chunk()
+                    except StopAsyncIteration:
+                        return
+                    except Exception:
+                        with map_exceptions(name, streaming=True):
+                            raise  # mapped here: no context manager per read on the way
                 else:
                     with (
                         anyio.CancelScope(deadline=deadline) as scope,
