@@ -12,6 +12,8 @@ for chunk in llm.stream_complete("What is in this picture?", [cat]):
 
 from __future__ import annotations
 
+import typing as _typing
+
 from mmstream import errors as errors
 from mmstream import middleware as middleware
 from mmstream import providers as providers
@@ -49,10 +51,12 @@ from mmstream.errors import (
 )
 from mmstream.llm import ChatStream, MultiModalLLM
 from mmstream.metadata import MultiModalLLMMetadata
-from mmstream.pipeline import MultiModalChatComponent, MultiModalCompleteComponent
 from mmstream.request import CallOptions, ChatRequest, HTTPRequest, Timeouts
 from mmstream.responses import ChatResponse, CompletionResponse, FinishReason, Usage
 from mmstream.transport import Transport
+
+if _typing.TYPE_CHECKING:
+    from mmstream.pipeline import MultiModalChatComponent, MultiModalCompleteComponent
 
 __all__ = [
     "APIConnectionError",
@@ -102,8 +106,30 @@ __all__ = [
     "providers",
 ]
 
+#: public names imported on first use (so that `import mmstream` stays light).
+_LAZY = {
+    "MultiModalChatComponent": "mmstream.pipeline",
+    "MultiModalCompleteComponent": "mmstream.pipeline",
+}
+
 for _name in __all__:
-    _obj = globals()[_name]
+    _obj = globals().get(_name)
     if isinstance(_obj, type) and _obj.__module__.startswith("mmstream."):
         _obj.__module__ = "mmstream"
 del _name, _obj
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mmstream' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    value.__module__ = "mmstream"
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -19,14 +19,17 @@ import contextlib
 import functools
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from concurrent.futures import Future
 from types import TracebackType
-from typing import Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, final
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, final
 
 import anyio
-from anyio.from_thread import BlockingPortal
 
 from mmstream.errors import ConfigurationError
+
+if TYPE_CHECKING:  # imported when a portal starts, so `import mmstream` stays light
+    from concurrent.futures import Future
+
+    from anyio.from_thread import BlockingPortal
 
 __all__ = ["PortalRunner", "SyncStream", "blocking", "blocking_stream"]
 
@@ -83,6 +86,8 @@ class PortalRunner:
     def _start(self) -> None:
         ready = threading.Event()
         box: dict[str, Any] = {}
+
+        from anyio.from_thread import BlockingPortal
 
         async def serve() -> None:
             async with BlockingPortal() as portal:

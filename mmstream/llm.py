@@ -21,7 +21,6 @@ import anyio.lowlevel
 from mmstream._sync import PortalRunner, blocking, blocking_stream
 from mmstream.content import ChatMessage, ContentBlock, ImageDocument, MessageRole, TextBlock
 from mmstream.errors import InvalidRequestError, MMStreamError, ProviderProtocolError
-from mmstream.images import prepare_request
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.middleware.chain import Middleware, Opened, compose
 from mmstream.providers import from_string
@@ -402,6 +401,8 @@ class MultiModalLLM:
     async def _endpoint(self, request: ChatRequest) -> AsyncIterator[ChatResponse]:
         """The innermost layer: images, provider request, transport, decoder."""
         provider = request.provider
+        from mmstream.images import prepare_request  # on first use: keeps `import mmstream` light
+
         request = await prepare_request(request, client=self.transport.client())
         http_request = provider.build_request(request)
         decoder = provider.new_decoder(request)

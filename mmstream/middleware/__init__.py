@@ -22,7 +22,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from mmstream.middleware.chain import CallNext, Middleware, compose
-from mmstream.middleware.tracing import TraceRecord, Tracing
 
 if TYPE_CHECKING:  # imported on first use at run time (see __getattr__)
     from mmstream.middleware.callbacks import Callbacks
@@ -32,6 +31,7 @@ if TYPE_CHECKING:  # imported on first use at run time (see __getattr__)
     from mmstream.middleware.ratelimit import RateLimit
     from mmstream.middleware.retry import Retry
     from mmstream.middleware.timeout import Timeout
+    from mmstream.middleware.tracing import TraceRecord, Tracing
 
 __all__ = [
     "CallNext",
@@ -56,6 +56,8 @@ _LAZY = {
     "RateLimit": "mmstream.middleware.ratelimit",
     "Fallback": "mmstream.middleware.fallback",
     "OpenTelemetry": "mmstream.middleware.otel",
+    "Tracing": "mmstream.middleware.tracing",
+    "TraceRecord": "mmstream.middleware.tracing",
 }
 
 
