@@ -127,7 +127,7 @@ class InvalidImageError(InvalidRequestError):
     ``image_index`` is the position of the image in the request (0-based) when known.
     """
 
-    hint = "Pass a readable PNG, JPEG, GIF or WebP image, or turn image fitting on."
+    hint = "Pass a readable image (PNG, JPEG, GIF, WebP; others are converted)."
 
     def __init__(
         self,

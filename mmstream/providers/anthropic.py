@@ -12,7 +12,6 @@ tools): they are skipped, never fatal.
 
 from __future__ import annotations
 
-import base64
 import datetime
 import json
 import os
@@ -39,7 +38,7 @@ from mmstream.errors import (
     ServerError,
     error_class_for_status,
 )
-from mmstream.images import ANTHROPIC_POLICY, ImagePolicy, sniff_mimetype
+from mmstream.images import ANTHROPIC_POLICY, ImagePolicy, encode_base64, sniff_mimetype
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.providers.base import (
     OptionFields,
@@ -322,7 +321,7 @@ def _image(block: ImageBlock, index: int) -> dict[str, Any]:
             "source": {
                 "type": "base64",
                 "media_type": media_type,
-                "data": base64.b64encode(block.image).decode("ascii"),
+                "data": encode_base64(block.image),
             },
         }
     if block.url is not None:

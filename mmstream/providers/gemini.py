@@ -11,7 +11,6 @@ the body ends. Events are separated by CRLF.
 
 from __future__ import annotations
 
-import base64
 import json
 import mimetypes
 import os
@@ -31,7 +30,7 @@ from mmstream.errors import (
     ServerError,
     error_class_for_status,
 )
-from mmstream.images import GEMINI_POLICY, ImagePolicy, sniff_mimetype
+from mmstream.images import GEMINI_POLICY, ImagePolicy, encode_base64, sniff_mimetype
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.providers.base import (
     OptionFields,
@@ -328,7 +327,7 @@ def _image(block: ImageBlock, index: int) -> dict[str, Any]:
         return {
             "inline_data": {
                 "mime_type": mime_type,
-                "data": base64.b64encode(block.image).decode("ascii"),
+                "data": encode_base64(block.image),
             }
         }
     if block.url is not None:

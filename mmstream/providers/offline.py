@@ -25,7 +25,7 @@ from attrs import field, frozen
 
 from mmstream.content import ImageBlock, TextBlock
 from mmstream.errors import APIError, OverloadedError, ServerError
-from mmstream.images import ImagePolicy
+from mmstream.images import ImagePolicy, encode_base64
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.providers.base import (
     OptionFields,
@@ -119,7 +119,7 @@ def _message(role: str, blocks: Sequence[TextBlock | ImageBlock]) -> dict[str, A
             parts.append(
                 {
                     "type": "image",
-                    "data": base64.b64encode(block.image).decode("ascii"),
+                    "data": encode_base64(block.image),
                     "mime_type": block.image_mimetype,
                 }
             )

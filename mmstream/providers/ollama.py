@@ -10,7 +10,6 @@ after it. An ``{"error": "..."}`` line ends the stream with an error.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from collections.abc import Mapping
@@ -22,7 +21,7 @@ from attrs import Factory, field, frozen
 from mmstream._secret import Secret, to_secret
 from mmstream.content import ChatMessage, ImageBlock, MessageRole, TextBlock
 from mmstream.errors import APIError, InvalidImageError, OverloadedError, ServerError
-from mmstream.images import OLLAMA_POLICY, ImagePolicy
+from mmstream.images import OLLAMA_POLICY, ImagePolicy, encode_base64
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.providers.base import (
     OptionFields,
@@ -293,7 +292,7 @@ def _arguments(call: Mapping[str, Any]) -> Any:
 
 def _image(block: ImageBlock, index: int) -> str:
     if block.image is not None:
-        return base64.b64encode(block.image).decode("ascii")
+        return encode_base64(block.image)
     where = block.url if block.url is not None else block.path
     raise InvalidImageError(
         f"image {index + 1} ({where}) is not inline; Ollama takes only image bytes. "
