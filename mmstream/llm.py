@@ -16,7 +16,6 @@ from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, final
 
 import anyio
-import anyio.lowlevel
 
 from mmstream._sync import PortalRunner, blocking, blocking_stream
 from mmstream.content import ChatMessage, ContentBlock, ImageDocument, MessageRole, TextBlock
@@ -80,7 +79,9 @@ class ChatStream(Generic[R]):
         if iterator is None:
             if self._closed:
                 raise StopAsyncIteration
-            self._token = anyio.lowlevel.current_token().native_token
+            from anyio.lowlevel import current_token  # here: `import mmstream` stays light
+
+            self._token = current_token().native_token
             iterator = self._iterator = self._start(self._request, self._opened)
         try:
             chunk = await iterator.__anext__()

@@ -26,7 +26,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, final
 
 import anyio
-import anyio.lowlevel
 import httpx
 
 from mmstream._version import __version__
@@ -173,7 +172,7 @@ class Transport:
 
     def client(self) -> httpx.AsyncClient:
         """The connection pool of the running event loop (created on first use)."""
-        token = anyio.lowlevel.current_token().native_token
+        token = _loop_token()
         entry = self._clients.get(id(token))
         if entry is not None and entry[0]() is token and not entry[1].is_closed:
             return entry[1]
@@ -200,7 +199,7 @@ class Transport:
 
     async def aclose(self) -> None:
         """Close the pool of the running event loop; a later call opens a new one."""
-        token = anyio.lowlevel.current_token().native_token
+        token = _loop_token()
         entry = self._clients.pop(id(token), None)
         if entry is not None and entry[0]() is token:
             with anyio.CancelScope(shield=True):
@@ -320,6 +319,13 @@ class Transport:
 def _page_text(page: bytes) -> str:
     text = re.sub(r"<[^>]+>", " ", page.decode("utf-8", "replace"))
     return " ".join(text.split())[:120]
+
+
+def _loop_token() -> Any:
+    """The running asyncio loop or trio token: the key of its connection pool."""
+    from anyio.lowlevel import current_token  # here, so that `import mmstream` stays light
+
+    return current_token().native_token
 
 
 def _call_timeouts(value: object) -> Timeouts:
