@@ -38,6 +38,7 @@ from mmstream.responses import (
     _text_chunk,
     _TextAccumulator,
 )
+from mmstream.sse import NDJSONDecoder
 
 if TYPE_CHECKING:
     from mmstream.images import ImagePolicy
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OptionFields",
+    "JSONLinesDecoder",
     "Provider",
     "ResponseBuilder",
     "StreamDecoder",
@@ -265,6 +267,50 @@ class ResponseBuilder:
             provider=self.provider,
             partial=self.snapshot() if self._n else None,
         )
+
+
+class JSONLinesDecoder:
+    """The skeleton of an NDJSON stream decoder: lines, then JSON objects, then :meth:`event`.
+
+    A subclass names its ``provider`` and its completion line (``end``, for the
+    incomplete-stream error) and turns one decoded object into chunks.
+    """
+
+    __slots__ = ("_builder", "_lines")
+
+    provider: ClassVar[str]
+    end: ClassVar[str]
+
+    def __init__(self, model: str | None = None) -> None:
+        self._lines = NDJSONDecoder()
+        self._builder = ResponseBuilder(self.provider, model)
+
+    def feed(self, data: bytes) -> list[ChatResponse]:
+        """Decode more of the body."""
+        return self._decode(self._lines.feed(data))
+
+    def flush(self) -> list[ChatResponse]:
+        """End of body; a body without its completion line is incomplete."""
+        chunks = self._decode(self._lines.flush())
+        if not self._builder.done:
+            raise self._builder.incomplete(self.end)
+        return chunks
+
+    def _decode(self, lines: list[bytes]) -> list[ChatResponse]:
+        builder = self._builder
+        out: list[ChatResponse] = []
+        for line in lines:
+            if builder.done:
+                break
+            event = load_json(line, builder)
+            if not isinstance(event, dict):
+                raise builder.protocol_error(f"expected an object, got {line[:80]!r}")
+            self.event(event, out)
+        return out
+
+    def event(self, event: dict[str, Any], out: list[ChatResponse]) -> None:
+        """Add the chunks of one decoded line to ``out`` (or raise its error)."""
+        raise NotImplementedError
 
 
 def _parse_arguments(arguments: Any) -> Any:

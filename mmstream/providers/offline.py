@@ -28,14 +28,12 @@ from mmstream.errors import APIError, OverloadedError, ServerError
 from mmstream.images import ImagePolicy, encode_base64
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.providers.base import (
+    JSONLinesDecoder,
     OptionFields,
-    ResponseBuilder,
     default_parse_error,
-    load_json,
 )
 from mmstream.request import ChatRequest, HTTPRequest
 from mmstream.responses import ChatResponse, Usage
-from mmstream.sse import NDJSONDecoder
 
 __all__ = ["Offline", "OfflineDecoder", "compose_answer", "describe_image"]
 
@@ -129,59 +127,40 @@ def _message(role: str, blocks: Sequence[TextBlock | ImageBlock]) -> dict[str, A
 
 
 @final
-class OfflineDecoder:
+class OfflineDecoder(JSONLinesDecoder):
     """NDJSON lines of the offline server into chunks."""
 
-    __slots__ = ("_builder", "_lines")
+    __slots__ = ()
 
-    def __init__(self, model: str | None = None) -> None:
-        self._lines = NDJSONDecoder()
-        self._builder = ResponseBuilder("offline", model)
+    provider = "offline"
+    end = 'its "done" line'
 
-    def feed(self, data: bytes) -> list[ChatResponse]:
-        """Decode more of the body."""
-        return self._decode(self._lines.feed(data))
-
-    def flush(self) -> list[ChatResponse]:
-        """End of body; a body without its ``done`` line is incomplete."""
-        chunks = self._decode(self._lines.flush())
-        if not self._builder.done:
-            raise self._builder.incomplete('its "done" line')
-        return chunks
-
-    def _decode(self, lines: list[bytes]) -> list[ChatResponse]:
+    def event(self, event: dict[str, Any], out: list[ChatResponse]) -> None:
+        """One line: a delta, the ``done`` summary, or an error."""
         builder = self._builder
-        out: list[ChatResponse] = []
-        for line in lines:
-            if builder.done:
-                break
-            event = load_json(line, builder)
-            if not isinstance(event, dict):
-                raise builder.protocol_error(f"expected an object, got {line[:80]!r}")
-            delta = event.get("delta")
-            if isinstance(delta, str):
-                out.append(builder.text(delta, event))
-            elif event.get("done"):
-                usage = event.get("usage")
-                usage = usage if isinstance(usage, dict) else {}
-                builder.usage = Usage(
-                    input_tokens=_count(usage.get("input_tokens")),
-                    output_tokens=_count(usage.get("output_tokens")),
-                )
-                reason = event.get("finish_reason")
-                builder.finish_reason = reason if isinstance(reason, str) and reason else "stop"
-                out.append(builder.finish(event))
-            elif "error" in event:
-                error = event["error"] if isinstance(event["error"], dict) else {}
-                cls = OverloadedError if error.get("type") == "overloaded_error" else ServerError
-                raise cls(
-                    str(error.get("message") or event["error"]),
-                    status=200,
-                    provider="offline",
-                    type=error.get("type"),
-                    partial=builder.snapshot(event),
-                )
-        return out
+        delta = event.get("delta")
+        if isinstance(delta, str):
+            out.append(builder.text(delta, event))
+        elif event.get("done"):
+            usage = event.get("usage")
+            usage = usage if isinstance(usage, dict) else {}
+            builder.usage = Usage(
+                input_tokens=_count(usage.get("input_tokens")),
+                output_tokens=_count(usage.get("output_tokens")),
+            )
+            reason = event.get("finish_reason")
+            builder.finish_reason = reason if isinstance(reason, str) and reason else "stop"
+            out.append(builder.finish(event))
+        elif "error" in event:
+            error = event["error"] if isinstance(event["error"], dict) else {}
+            cls = OverloadedError if error.get("type") == "overloaded_error" else ServerError
+            raise cls(
+                str(error.get("message") or event["error"]),
+                status=200,
+                provider="offline",
+                type=error.get("type"),
+                partial=builder.snapshot(event),
+            )
 
 
 def _count(value: Any) -> int | None:

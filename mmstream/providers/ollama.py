@@ -24,15 +24,13 @@ from mmstream.errors import APIError, InvalidImageError, OverloadedError, Server
 from mmstream.images import OLLAMA_POLICY, ImagePolicy, encode_base64
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.providers.base import (
+    JSONLinesDecoder,
     OptionFields,
-    ResponseBuilder,
     default_parse_error,
     env_value,
-    load_json,
 )
 from mmstream.request import ChatRequest, HTTPRequest
 from mmstream.responses import ChatResponse, Usage
-from mmstream.sse import NDJSONDecoder
 
 __all__ = ["Ollama", "OllamaDecoder"]
 
@@ -303,7 +301,7 @@ def _image(block: ImageBlock, index: int) -> str:
 
 
 @final
-class OllamaDecoder:
+class OllamaDecoder(JSONLinesDecoder):
     """Ollama's NDJSON lines into chunks.
 
     ``message.content`` is answer text; ``message.thinking`` is not. Tool calls
@@ -312,64 +310,45 @@ class OllamaDecoder:
     the final chunk's ``additional_kwargs["timings"]`` (nanoseconds) and ``raw``.
     """
 
-    __slots__ = ("_builder", "_lines")
+    __slots__ = ()
 
-    def __init__(self, model: str | None = None) -> None:
-        self._lines = NDJSONDecoder()
-        self._builder = ResponseBuilder("ollama", model)
+    provider = "ollama"
+    end = 'its "done": true line'
 
-    def feed(self, data: bytes) -> list[ChatResponse]:
-        """Decode more of the body."""
-        return self._decode(self._lines.feed(data))
-
-    def flush(self) -> list[ChatResponse]:
-        """End of body; a body without its ``done`` line is incomplete."""
-        chunks = self._decode(self._lines.flush())
-        if not self._builder.done:
-            raise self._builder.incomplete('its "done": true line')
-        return chunks
-
-    def _decode(self, lines: list[bytes]) -> list[ChatResponse]:
+    def event(self, event: dict[str, Any], out: list[ChatResponse]) -> None:
+        """One line: an answer piece, tool calls, the ``done`` summary, or an error."""
         builder = self._builder
-        out: list[ChatResponse] = []
-        for line in lines:
-            if builder.done:
-                break
-            event = load_json(line, builder)
-            if not isinstance(event, dict):
-                raise builder.protocol_error(f"expected an object, got {line[:80]!r}")
-            if event.get("error") is not None:
-                raise self._error(event)
-            if isinstance(event.get("model"), str):
-                builder.model = event["model"]
-            message = event.get("message")
-            if isinstance(message, dict):
-                content = message.get("content")
-                if isinstance(content, str) and content:
-                    out.append(builder.text(content, event))
-                calls = message.get("tool_calls")
-                for call in calls if isinstance(calls, list) else ():
-                    function = call.get("function") if isinstance(call, dict) else None
-                    if isinstance(function, dict) and function.get("name"):
-                        call_id = call.get("id")
-                        builder.tool_call(
-                            id=call_id if isinstance(call_id, str) else None,
-                            name=str(function["name"]),
-                            arguments=function.get("arguments") or {},
-                        )
-            if event.get("done") is True:
-                builder.finish_reason = str(event.get("done_reason") or "stop")
-                builder.usage = Usage(
-                    input_tokens=_count(event.get("prompt_eval_count")),
-                    output_tokens=_count(event.get("eval_count")),
-                )
-                final = builder.finish(event)
-                timings = {k: event[k] for k in _TIMINGS if _count(event.get(k)) is not None}
-                if timings:
-                    extras = {**final.additional_kwargs, "timings": timings}
-                    final = attrs.evolve(final, additional_kwargs=extras)
-                out.append(final)
-        return out
+        if event.get("error") is not None:
+            raise self._error(event)
+        if isinstance(event.get("model"), str):
+            builder.model = event["model"]
+        message = event.get("message")
+        if isinstance(message, dict):
+            content = message.get("content")
+            if isinstance(content, str) and content:
+                out.append(builder.text(content, event))
+            calls = message.get("tool_calls")
+            for call in calls if isinstance(calls, list) else ():
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict) and function.get("name"):
+                    call_id = call.get("id")
+                    builder.tool_call(
+                        id=call_id if isinstance(call_id, str) else None,
+                        name=str(function["name"]),
+                        arguments=function.get("arguments") or {},
+                    )
+        if event.get("done") is True:
+            builder.finish_reason = str(event.get("done_reason") or "stop")
+            builder.usage = Usage(
+                input_tokens=_count(event.get("prompt_eval_count")),
+                output_tokens=_count(event.get("eval_count")),
+            )
+            final = builder.finish(event)
+            timings = {k: event[k] for k in _TIMINGS if _count(event.get(k)) is not None}
+            if timings:
+                extras = {**final.additional_kwargs, "timings": timings}
+                final = attrs.evolve(final, additional_kwargs=extras)
+            out.append(final)
 
     def _error(self, event: dict[str, Any]) -> APIError:
         error = event["error"]
