@@ -20,6 +20,7 @@ import contextlib
 import json
 import math
 import re
+import secrets
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from types import TracebackType
@@ -358,13 +359,65 @@ def _parse_error(provider: Provider, response: httpx.Response, body: bytes) -> M
 
 
 def _dumps(body: Any) -> bytes:
-    """Compact JSON bytes (``ensure_ascii=False`` keeps non-ASCII text short)."""
+    """Compact JSON bytes (``ensure_ascii=False`` keeps non-ASCII text short).
+
+    Long strings that need no escaping (base64 images, as ``data:`` URLs or
+    bare) are not run through the JSON encoder, which would scan and copy
+    megabytes character by character: they are spliced into the encoded body
+    as they are. The bytes are the same ``json.dumps`` would give.
+    """
     try:
-        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(
-            "utf-8"
-        )
-    except (TypeError, ValueError) as exc:
+        spliced: list[bytes] = []
+        body = _set_aside(body, spliced)
+        text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidRequestError(f"the request body cannot be sent as JSON ({exc})") from exc
+    encoded = text.encode("utf-8")
+    if not spliced:
+        return encoded
+    parts: list[bytes] = []
+    start = 0
+    for index, raw in enumerate(spliced):
+        token = f'"{_SPLICE_TOKEN}{index}"'.encode("ascii")
+        at = encoded.index(token, start)
+        parts += (encoded[start:at], b'"', raw, b'"')
+        start = at + len(token)
+    parts.append(encoded[start:])
+    return b"".join(parts)
+
+
+#: strings at least this long are checked for splicing (shorter ones cost nothing to encode).
+_SPLICE_MIN = 32 * 1024
+#: the bytes a JSON string may hold as they are (ensure_ascii=False escapes only these others).
+_JSON_PLAIN = bytes(c for c in range(0x20, 0x80) if c not in b'"\\')
+#: stands in for a spliced string while the rest is encoded (random: no text can forge it).
+_SPLICE_TOKEN = f"mmstream-splice-{secrets.token_hex(16)}-"
+
+
+def _set_aside(value: Any, spliced: list[bytes]) -> Any:
+    """``value`` with each long plain-ASCII string replaced by a token (copied where changed)."""
+    kind = type(value)
+    if kind is str:
+        if len(value) >= _SPLICE_MIN and value.isascii():
+            raw = value.encode("ascii")
+            if not raw.translate(None, _JSON_PLAIN):  # nothing the encoder would escape
+                spliced.append(raw)
+                return f"{_SPLICE_TOKEN}{len(spliced) - 1}"
+        return value
+    if kind is dict:
+        out = None
+        for key, item in value.items():
+            new = _set_aside(item, spliced)
+            if new is not item:
+                if out is None:
+                    out = dict(value)
+                out[key] = new
+        return value if out is None else out
+    if kind is list or kind is tuple:
+        items = [_set_aside(item, spliced) for item in value]
+        changed = any(new is not old for new, old in zip(items, value, strict=True))
+        return items if changed else value
+    return value
 
 
 async def _read_bounded(chunks: AsyncIterator[bytes], limit: int) -> bytes:

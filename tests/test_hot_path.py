@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
+import json
 from collections.abc import AsyncIterator
 
 import attrs
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mmstream as mm
+from mmstream.images import OPENAI_POLICY
 from mmstream.providers.base import ResponseBuilder
 from mmstream.providers.openai import OpenAI
+from mmstream.request import ChatRequest
 from mmstream.responses import ChatResponse
-from mmstream.transport import Transport
+from mmstream.transport import Transport, _dumps
 
 
 def test_builder_text_chunks_equal_constructed_ones_field_by_field() -> None:
@@ -106,3 +112,64 @@ async def test_a_read_error_mid_stream_is_mapped_with_the_partial_answer() -> No
     assert isinstance(caught.value.__cause__, httpx.ReadError)
     assert caught.value.partial is not None
     assert caught.value.partial.text == "Hel"
+
+
+# --- request bodies: long plain strings spliced in, bytes identical to json.dumps -------
+
+
+def _reference(body: object) -> bytes:
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return text.encode("utf-8")
+
+
+_long = st.builds(
+    lambda head, fill, tail: head + fill * 40_000 + tail,
+    st.text(max_size=3),
+    st.sampled_from(["A", "b/+=", "é", '"', "\\", "\n", "\x7f", "\x1f", "mmstream-splice-"]),
+    st.text(max_size=3),
+)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5) | _long,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(body=_json)
+def test_request_bodies_are_byte_identical_to_json_dumps(body: object) -> None:
+    assert _dumps(body) == _reference(body)
+
+
+def test_a_body_that_is_not_json_is_refused() -> None:
+    circular: list[object] = []
+    circular.append(circular)
+    for bad in (circular, {"x": float("nan")}, {"x": object()}):
+        with pytest.raises(mm.InvalidRequestError, match="cannot be sent as JSON"):
+            _dumps(bad)
+
+
+async def test_an_image_request_goes_out_as_the_provider_built_it() -> None:
+    image = b"\xff\xd8\xff" + bytes(range(256)) * 800  # 200 KiB that sniff as a JPEG
+    sent: list[bytes] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.content)
+        return httpx.Response(
+            200, headers={"content-type": "text/event-stream"}, stream=_Body(_EVENTS)
+        )
+
+    provider = OpenAI(model="gpt-4o-mini", api_key="sk-test", base_url="http://test/v1")
+    transport = Transport(http_transport=httpx.MockTransport(handler))
+    message = mm.ChatMessage("user", blocks=[mm.ImageBlock(image=image), mm.TextBlock("What?")])
+    policy = attrs.evolve(OPENAI_POLICY, fit=False)
+    async with mm.MultiModalLLM(provider, transport=transport) as llm:
+        assert (await llm.achat([message], image_policy=policy)).text == "Hello"
+    request = ChatRequest(messages=(message,), provider=provider)
+    expected = provider.build_request(request).json
+    assert json.loads(sent[0]) == expected
+    assert sent[0] == _reference(expected)
+    url = expected["messages"][0]["content"][0]["image_url"]["url"]
+    assert url == "data:image/jpeg;base64," + base64.b64encode(image).decode()
