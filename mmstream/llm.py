@@ -49,19 +49,34 @@ class ChatStream(Generic[R]):
     An error after output began carries ``partial``, the answer so far.
     """
 
-    __slots__ = ("_closed", "_iterator", "_last", "_map", "_opened", "_request", "_start", "_token")
+    __slots__ = (
+        "_batch",
+        "_batched",
+        "_closed",
+        "_iterator",
+        "_last",
+        "_map",
+        "_opened",
+        "_request",
+        "_start",
+        "_token",
+    )
 
     def __init__(
         self,
-        start: Callable[[ChatRequest, Opened], AsyncIterator[ChatResponse]],
+        start: Callable[[ChatRequest, Opened], AsyncIterator[Any]],
         request: ChatRequest,
         map: Callable[[ChatResponse], R],
+        *,
+        batched: bool = False,
     ) -> None:
         self._start = start
         self._request = request
         self._map: Callable[[ChatResponse], R] = map
+        self._batched = batched  # start gives lists of chunks (one per network read)
+        self._batch: list[ChatResponse] = []  # chunks not yet handed out, last first
         self._opened = Opened()
-        self._iterator: AsyncIterator[ChatResponse] | None = None
+        self._iterator: AsyncIterator[Any] | None = None
         self._last: ChatResponse | None = None
         self._closed = False
         self._token: object = None
@@ -75,6 +90,13 @@ class ChatStream(Generic[R]):
         return self
 
     async def __anext__(self) -> R:
+        batch = self._batch
+        if batch:  # the rest of a network read's chunks: no generator step each
+            chunk = self._last = batch.pop()
+            return self._map(chunk)
+        return await self._next()
+
+    async def _next(self) -> R:
         iterator = self._iterator
         if iterator is None:
             if self._closed:
@@ -84,7 +106,13 @@ class ChatStream(Generic[R]):
             self._token = current_token().native_token
             iterator = self._iterator = self._start(self._request, self._opened)
         try:
-            chunk = await iterator.__anext__()
+            item = await iterator.__anext__()
+            if self._batched:
+                while not item:
+                    item = await iterator.__anext__()
+                item.reverse()
+                self._batch = item
+                item = item.pop()
         except StopAsyncIteration:
             await self.aclose()
             raise
@@ -96,6 +124,7 @@ class ChatStream(Generic[R]):
         except BaseException:
             await self.aclose()
             raise
+        chunk: ChatResponse = item
         self._last = chunk
         return self._map(chunk)
 
@@ -104,6 +133,7 @@ class ChatStream(Generic[R]):
         if self._closed:
             return
         self._closed = True
+        self._batch = []
         await _aclose_all(self._opened)
 
     async def __aenter__(self) -> ChatStream[R]:
@@ -240,7 +270,12 @@ class MultiModalLLM:
         self.middleware: tuple[Middleware, ...] = tuple(middleware)
         self.transport = transport if transport is not None else Transport()
         self.sync_backend = sync_backend
-        self._start = compose(self.middleware, self._endpoint)
+        # Without middleware the stream reads the endpoint's batches (one list per network
+        # read) itself; middleware see one chunk at a time.
+        self._batched = not self.middleware
+        self._start = (
+            _own(self._batches) if self._batched else compose(self.middleware, self._endpoint)
+        )
         self._runner: PortalRunner | None = None
         self._runner_lock = threading.Lock()
 
@@ -268,12 +303,14 @@ class MultiModalLLM:
             A :class:`ChatStream` of :class:`~mmstream.ChatResponse` chunks
             (``delta`` is the new text, ``text`` the whole answer so far).
         """
-        return ChatStream(self._start, self._request(messages, "chat", kwargs), _same)
+        request = self._request(messages, "chat", kwargs)
+        return ChatStream(self._start, request, _same, batched=self._batched)
 
     async def achat(self, /, messages: Sequence[ChatMessage | str], **kwargs: Any) -> ChatResponse:
         """The whole answer to a conversation (``astream_chat``, drained)."""
         last: ChatResponse | None = None
-        async with ChatStream(self._start, self._request(messages, "chat", kwargs), _same) as s:
+        request = self._request(messages, "chat", kwargs)
+        async with ChatStream(self._start, request, _same, batched=self._batched) as s:
             async for last in s:  # noqa: B007 - keep the last chunk
                 pass
         return _final(last)
@@ -291,7 +328,7 @@ class MultiModalLLM:
         Anthropic and Gemini recommend).
         """
         request = self._request([self._user_message(prompt, image_documents)], "complete", kwargs)
-        return ChatStream(self._start, request, CompletionResponse.from_chat)
+        return ChatStream(self._start, request, CompletionResponse.from_chat, batched=self._batched)
 
     async def acomplete(
         self,
@@ -303,7 +340,7 @@ class MultiModalLLM:
         """The whole answer to a prompt about images (``astream_complete``, drained)."""
         request = self._request([self._user_message(prompt, image_documents)], "complete", kwargs)
         last: ChatResponse | None = None
-        async with ChatStream(self._start, request, _same) as stream:
+        async with ChatStream(self._start, request, _same, batched=self._batched) as stream:
             async for last in stream:  # noqa: B007 - keep the last chunk
                 pass
         return CompletionResponse.from_chat(_final(last))
@@ -400,7 +437,17 @@ class MultiModalLLM:
         return ChatMessage(MessageRole.USER, blocks=blocks)
 
     async def _endpoint(self, request: ChatRequest) -> AsyncIterator[ChatResponse]:
-        """The innermost layer: images, provider request, transport, decoder."""
+        """The innermost layer, as the middleware see it: one chunk at a time."""
+        batches = self._batches(request)
+        try:
+            async for batch in batches:
+                for chunk in batch:
+                    yield chunk
+        finally:
+            await batches.aclose()  # type: ignore[attr-defined]
+
+    async def _batches(self, request: ChatRequest) -> AsyncIterator[list[ChatResponse]]:
+        """Images, provider request, transport, decoder: the chunks of each network read."""
         provider = request.provider
         from mmstream.images import prepare_request  # on first use: keeps `import mmstream` light
 
@@ -417,16 +464,18 @@ class MultiModalLLM:
                     raise
                 except Exception as exc:
                     raise _protocol_error(provider, exc) from exc
-                for last in chunks:
-                    yield last
+                if chunks:
+                    last = chunks[-1]
+                    yield chunks
             try:
                 chunks = decoder.flush()
             except MMStreamError:
                 raise
             except Exception as exc:
                 raise _protocol_error(provider, exc) from exc
-            for last in chunks:
-                yield last
+            if chunks:
+                last = chunks[-1]
+                yield chunks
         except MMStreamError as exc:
             exc.provider = exc.provider or provider.name
             partial = exc.partial
@@ -437,10 +486,23 @@ class MultiModalLLM:
                 # decoded before the error, then raise (nothing received is lost).
                 last = ChatResponse(text=partial._text, delta=partial.text[seen:])
                 exc.partial = last
-                yield last
+                yield [last]
             raise
         finally:
             await body.aclose()  # type: ignore[attr-defined]
+
+
+def _own(
+    endpoint: Callable[[ChatRequest], AsyncIterator[list[ChatResponse]]],
+) -> Callable[[ChatRequest, Opened], AsyncIterator[list[ChatResponse]]]:
+    """A stream's start without middleware: the endpoint, recorded to be closed."""
+
+    def start(request: ChatRequest, opened: Opened) -> AsyncIterator[list[ChatResponse]]:
+        iterator = endpoint(request)
+        opened.append(iterator)  # type: ignore[arg-type]
+        return iterator
+
+    return start
 
 
 def _protocol_error(provider: Provider, exc: Exception) -> ProviderProtocolError:
