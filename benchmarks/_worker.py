@@ -216,8 +216,8 @@ def _reply(payload: dict[str, Any]) -> None:
 
 
 def _handle_error(exc: BaseException) -> dict[str, Any]:
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
+    while getattr(exc, "exceptions", None):  # an exception group: its first error
+        exc = exc.exceptions[0]  # type: ignore[attr-defined]
     return {"error": f"{type(exc).__name__}: {exc}"}
 
 
