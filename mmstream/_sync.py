@@ -241,7 +241,24 @@ class SyncStream(Generic[T]):
         self._scope: anyio.CancelScope | None = None
 
     def __iter__(self) -> Iterator[T]:
-        return self
+        """Iterate batch by batch: a plain generator loop per chunk, a portal call per batch."""
+        while True:
+            batch, start = self._batch, self._index
+            if start >= len(batch):
+                if self._done:
+                    return
+                batch, start = self._refill(), 0
+            # This generator owns the batch now; next() on the stream starts after it.
+            self._batch, self._index = [], 0
+            for index in range(start, len(batch)):
+                item = batch[index]
+                if item is _END:
+                    self._finish()
+                    return
+                if type(item) is _Failure:
+                    self._finish()
+                    raise item.error
+                yield item
 
     def __next__(self) -> T:
         batch, index = self._batch, self._index

@@ -386,3 +386,14 @@ def test_closed_llm_can_be_used_again() -> None:
     llm.close()  # idempotent
     assert llm.complete("two").finish_reason == "stop"
     llm.close()
+
+
+def test_sync_stream_next_and_for_share_one_position() -> None:
+    with mm.MultiModalLLM(Offline(chunks=40)) as llm:
+        stream = llm.stream_complete("hi")
+        first = next(stream)
+        rest = list(stream)
+        assert [first, *rest][-1].text == first.text + "".join(c.delta or "" for c in rest)
+        assert len(rest) == 40
+        with pytest.raises(StopIteration):
+            next(stream)
