@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+
+from mmstream.testing import answer_text
 
 SAMPLE = Path(__file__).parent.parent / "docs" / "assets" / "sample.png"
 
@@ -72,3 +79,53 @@ def test_no_command_prints_usage() -> None:
     result = run()
     assert result.returncode == 2
     assert "complete" in result.stderr
+
+
+@pytest.fixture
+def served() -> Iterator[str]:
+    """`mmstream serve` in a subprocess; yields its base URL and stops it afterwards."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mmstream.cli", "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", first)
+        assert match, first
+        yield match.group(1)
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+
+
+def test_complete_against_mmstream_serve_with_openai_base_url(served: str) -> None:
+    env = {**os.environ, "OPENAI_API_KEY": "sk-cli-test", "OPENAI_BASE_URL": f"{served}/v1"}
+    result = run(
+        "complete",
+        "Compare these",
+        "--model",
+        "openai:gpt-4o-mini",
+        "--image",
+        str(SAMPLE),
+        "--json",
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "offline" not in result.stderr
+    *chunks, summary = [json.loads(line) for line in result.stdout.splitlines()]
+    expected = answer_text("Compare these", images=1)
+    assert summary["text"] == expected == "".join(c["delta"] for c in chunks)
+    assert summary["model"] == "openai:gpt-4o-mini"
+    assert summary["usage"]["input_tokens"] is not None
+
+
+def test_a_refused_key_is_a_one_line_error(served: str) -> None:
+    env = {**os.environ, "OPENAI_BASE_URL": f"{served}/v1"}
+    env.pop("OPENAI_API_KEY", None)
+    result = run("complete", "hi", "--model", "openai:gpt-4o-mini", env=env)
+    assert result.returncode == 1
+    assert "OPENAI_API_KEY" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
