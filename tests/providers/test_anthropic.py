@@ -41,6 +41,7 @@ from mmstream.providers.anthropic import Anthropic, AnthropicDecoder, retry_afte
 from mmstream.request import ChatRequest
 from mmstream.responses import ChatResponse
 from mmstream.transport import Transport
+from tests.providers._wire import decode_at_every_split, errors_at_every_split, text
 
 
 def _png(color: tuple[int, int, int] = (255, 0, 0), size: tuple[int, int] = (4, 3)) -> bytes:
@@ -456,34 +457,16 @@ OVERLOADED_MID_STREAM = BASIC.split(b"event: content_block_stop")[0] + _sse(
 
 
 def _decode_at_every_split(wire: bytes) -> list[list[ChatResponse]]:
-    """Decode ``wire`` split once at every offset, and byte by byte; all must agree."""
-    results = []
-    for cut in range(len(wire) + 1):
-        decoder = AnthropicDecoder("claude-sonnet-4-5")
-        results.append(decoder.feed(wire[:cut]) + decoder.feed(wire[cut:]) + decoder.flush())
-    decoder = AnthropicDecoder("claude-sonnet-4-5")
-    chunks = [chunk for i in range(len(wire)) for chunk in decoder.feed(wire[i : i + 1])]
-    results.append(chunks + decoder.flush())
-    return results
+    return decode_at_every_split(lambda: AnthropicDecoder("claude-sonnet-4-5"), wire)
 
 
 def _errors_at_every_split(
     wire: bytes, expected: type[MMStreamError]
 ) -> list[tuple[list[ChatResponse], MMStreamError]]:
-    outcomes = []
-    for cut in range(len(wire) + 1):
-        decoder = AnthropicDecoder("claude-sonnet-4-5")
-        seen: list[ChatResponse] = []
-        with pytest.raises(expected) as info:
-            seen += decoder.feed(wire[:cut])
-            seen += decoder.feed(wire[cut:])
-            seen += decoder.flush()
-        outcomes.append((seen, info.value))
-    return outcomes
+    return errors_at_every_split(lambda: AnthropicDecoder("claude-sonnet-4-5"), wire, expected)
 
 
-def _text(chunks: list[ChatResponse]) -> str:
-    return "".join(chunk.delta or "" for chunk in chunks)
+_text = text
 
 
 def test_basic_stream_at_every_split() -> None:

@@ -42,6 +42,7 @@ from mmstream.providers.gemini import Gemini, GeminiDecoder
 from mmstream.request import ChatRequest
 from mmstream.responses import ChatResponse
 from mmstream.transport import Transport
+from tests.providers._wire import decode_at_every_split, errors_at_every_split, text
 
 
 def _png() -> bytes:
@@ -318,33 +319,16 @@ FUNCTION_CALL = _sse(
 
 
 def _decode_at_every_split(wire: bytes) -> list[list[ChatResponse]]:
-    results = []
-    for cut in range(len(wire) + 1):
-        decoder = GeminiDecoder("gemini-2.5-flash")
-        results.append(decoder.feed(wire[:cut]) + decoder.feed(wire[cut:]) + decoder.flush())
-    decoder = GeminiDecoder("gemini-2.5-flash")
-    chunks = [chunk for i in range(len(wire)) for chunk in decoder.feed(wire[i : i + 1])]
-    results.append(chunks + decoder.flush())
-    return results
+    return decode_at_every_split(lambda: GeminiDecoder("gemini-2.5-flash"), wire)
 
 
 def _errors_at_every_split(
     wire: bytes, expected: type[MMStreamError]
 ) -> list[tuple[list[ChatResponse], MMStreamError]]:
-    outcomes = []
-    for cut in range(len(wire) + 1):
-        decoder = GeminiDecoder("gemini-2.5-flash")
-        seen: list[ChatResponse] = []
-        with pytest.raises(expected) as info:
-            seen += decoder.feed(wire[:cut])
-            seen += decoder.feed(wire[cut:])
-            seen += decoder.flush()
-        outcomes.append((seen, info.value))
-    return outcomes
+    return errors_at_every_split(lambda: GeminiDecoder("gemini-2.5-flash"), wire, expected)
 
 
-def _text(chunks: list[ChatResponse]) -> str:
-    return "".join(chunk.delta or "" for chunk in chunks)
+_text = text
 
 
 def test_wire_uses_crlf() -> None:

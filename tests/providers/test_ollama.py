@@ -34,6 +34,7 @@ from mmstream.providers.ollama import Ollama, OllamaDecoder
 from mmstream.request import ChatRequest
 from mmstream.responses import ChatResponse
 from mmstream.transport import Transport
+from tests.providers._wire import decode_at_every_split, errors_at_every_split, text
 
 
 def _png() -> bytes:
@@ -291,33 +292,16 @@ THINKING = _ndjson(
 
 
 def _decode_at_every_split(wire: bytes) -> list[list[ChatResponse]]:
-    results = []
-    for cut in range(len(wire) + 1):
-        decoder = OllamaDecoder("llama3.2-vision")
-        results.append(decoder.feed(wire[:cut]) + decoder.feed(wire[cut:]) + decoder.flush())
-    decoder = OllamaDecoder("llama3.2-vision")
-    chunks = [chunk for i in range(len(wire)) for chunk in decoder.feed(wire[i : i + 1])]
-    results.append(chunks + decoder.flush())
-    return results
+    return decode_at_every_split(lambda: OllamaDecoder("llama3.2-vision"), wire)
 
 
 def _errors_at_every_split(
     wire: bytes, expected: type[MMStreamError]
 ) -> list[tuple[list[ChatResponse], MMStreamError]]:
-    outcomes = []
-    for cut in range(len(wire) + 1):
-        decoder = OllamaDecoder("llama3.2-vision")
-        seen: list[ChatResponse] = []
-        with pytest.raises(expected) as info:
-            seen += decoder.feed(wire[:cut])
-            seen += decoder.feed(wire[cut:])
-            seen += decoder.flush()
-        outcomes.append((seen, info.value))
-    return outcomes
+    return errors_at_every_split(lambda: OllamaDecoder("llama3.2-vision"), wire, expected)
 
 
-def _text(chunks: list[ChatResponse]) -> str:
-    return "".join(chunk.delta or "" for chunk in chunks)
+_text = text
 
 
 def test_basic_stream_at_every_split() -> None:
