@@ -41,6 +41,7 @@ from mmstream.errors import (
 from mmstream.images import ANTHROPIC_POLICY, ImagePolicy, encode_base64, sniff_mimetype
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.providers.base import (
+    MMSTREAM_OPTIONS,
     OptionFields,
     ResponseBuilder,
     env_value,
@@ -84,9 +85,6 @@ _MODELS: tuple[tuple[str, int, int], ...] = (
     ("claude-3-haiku", 200_000, 4_096),
 )
 _DEFAULT_LIMITS = (200_000, 8_192)
-
-#: Keys of ``extra`` that configure mmstream itself and never go to the API.
-_MMSTREAM_EXTRAS = frozenset({"image_policy"})
 
 
 def _limits(model: str) -> tuple[int, int]:
@@ -197,7 +195,7 @@ class Anthropic(OptionFields):
         if options.stop:
             body["stop_sequences"] = list(options.stop)
         for key, value in options.extra.items():
-            if key not in _MMSTREAM_EXTRAS:
+            if key not in MMSTREAM_OPTIONS:
                 body[key] = value
         headers = {
             "x-api-key": self.api_key.get_secret_value(),

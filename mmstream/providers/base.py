@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from mmstream.request import ChatRequest, HTTPRequest
 
 __all__ = [
+    "MMSTREAM_OPTIONS",
     "OptionFields",
     "JSONLinesDecoder",
     "Provider",
@@ -477,6 +478,9 @@ def require_key(provider: str, key: object, *variables: str) -> None:
 
 
 # --- call options as provider fields -----------------------------------------------
+
+#: call options mmstream itself consumes (before a request is built); never sent to an API.
+MMSTREAM_OPTIONS = frozenset({"image_policy"})
 
 
 def _to_extra(value: Mapping[str, Any] | None) -> Mapping[str, Any]:

@@ -33,6 +33,7 @@ from mmstream.errors import (
 from mmstream.images import GEMINI_POLICY, ImagePolicy, encode_base64, sniff_mimetype
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.providers.base import (
+    MMSTREAM_OPTIONS,
     OptionFields,
     ResponseBuilder,
     env_value,
@@ -88,9 +89,6 @@ _TOP_LEVEL = frozenset(
     }
 )
 _GENERATION_CONFIG = frozenset({"generationConfig", "generation_config"})
-#: Keys of ``extra`` that configure mmstream itself and never go to the API.
-_MMSTREAM_EXTRAS = frozenset({"image_policy"})
-
 #: ``ErrorInfo.reason`` values of a bad key: Gemini answers them with HTTP 400.
 _AUTH_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED"})
 _BAD_KEY_MESSAGE = "API key not valid"
@@ -197,7 +195,7 @@ class Gemini(OptionFields):
         if system:
             body["system_instruction"] = {"parts": system}
         for key, value in options.extra.items():
-            if key in _MMSTREAM_EXTRAS:
+            if key in MMSTREAM_OPTIONS:
                 continue
             if key in _TOP_LEVEL:
                 body[key] = value

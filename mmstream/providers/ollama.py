@@ -24,6 +24,7 @@ from mmstream.errors import APIError, InvalidImageError, OverloadedError, Server
 from mmstream.images import OLLAMA_POLICY, ImagePolicy, encode_base64
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.providers.base import (
+    MMSTREAM_OPTIONS,
     JSONLinesDecoder,
     OptionFields,
     default_parse_error,
@@ -67,9 +68,6 @@ _MODELS: tuple[tuple[str, int], ...] = (
 #: ``extra`` keys that belong at the top of the request; every other key is an
 #: ``options`` field (``num_ctx``, ``seed``, ``top_k``, ``repeat_penalty``, ...).
 _TOP_LEVEL = frozenset({"keep_alive", "format", "tools", "think"})
-#: Keys of ``extra`` that configure mmstream itself and never go to the API.
-_MMSTREAM_EXTRAS = frozenset({"image_policy"})
-
 #: The durations of the ``done`` line (nanoseconds), kept as ``additional_kwargs["timings"]``.
 _TIMINGS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")
 
@@ -220,7 +218,7 @@ class Ollama(OptionFields):
         if self.keep_alive is not None:
             body["keep_alive"] = self.keep_alive
         for key, value in options.extra.items():
-            if key in _MMSTREAM_EXTRAS:
+            if key in MMSTREAM_OPTIONS:
                 continue
             if key in _TOP_LEVEL:
                 body[key] = value

@@ -50,6 +50,7 @@ from mmstream.errors import (
 from mmstream.images import COMPATIBLE_POLICY, OPENAI_POLICY, ImagePolicy, data_url, sniff_mimetype
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.providers.base import (
+    MMSTREAM_OPTIONS,
     OptionFields,
     ResponseBuilder,
     default_parse_error,
@@ -76,9 +77,6 @@ __all__ = [
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 #: vLLM's default address; LM Studio listens on :1234/v1, llama.cpp on :8080/v1.
 DEFAULT_COMPATIBLE_BASE_URL = "http://localhost:8000/v1"
-
-#: Keys of ``extra`` that configure mmstream itself and never go to the API.
-_MMSTREAM_EXTRAS = frozenset({"image_policy"})
 
 # --- models --------------------------------------------------------------------------
 
@@ -288,7 +286,7 @@ def chat_body(
     if options.stop:
         body["stop"] = list(options.stop)
     for key, value in options.extra.items():
-        if key not in _MMSTREAM_EXTRAS and value is not None:
+        if key not in MMSTREAM_OPTIONS and value is not None:
             body[key] = value
     body["stream"] = True
     return body
