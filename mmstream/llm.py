@@ -17,9 +17,10 @@ from typing import Any, Generic, Literal, TypeVar, final
 
 import anyio
 
+from mmstream import _endpoint
 from mmstream._sync import PortalRunner, blocking, blocking_stream
 from mmstream.content import ChatMessage, ContentBlock, ImageDocument, MessageRole, TextBlock
-from mmstream.errors import InvalidRequestError, MMStreamError, ProviderProtocolError
+from mmstream.errors import InvalidRequestError, MMStreamError
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.middleware.chain import Middleware, Opened, compose
 from mmstream.providers import from_string
@@ -436,60 +437,13 @@ class MultiModalLLM:
         blocks.append(TextBlock(prompt))
         return ChatMessage(MessageRole.USER, blocks=blocks)
 
-    async def _endpoint(self, request: ChatRequest) -> AsyncIterator[ChatResponse]:
+    def _endpoint(self, request: ChatRequest) -> AsyncIterator[ChatResponse]:
         """The innermost layer, as the middleware see it: one chunk at a time."""
-        batches = self._batches(request)
-        try:
-            async for batch in batches:
-                for chunk in batch:
-                    yield chunk
-        finally:
-            await batches.aclose()  # type: ignore[attr-defined]
+        return _endpoint.chunks(request, self.transport)
 
-    async def _batches(self, request: ChatRequest) -> AsyncIterator[list[ChatResponse]]:
-        """Images, provider request, transport, decoder: the chunks of each network read."""
-        provider = request.provider
-        from mmstream.images import prepare_request  # on first use: keeps `import mmstream` light
-
-        request = await prepare_request(request, client=self.transport.client())
-        http_request = provider.build_request(request)
-        decoder = provider.new_decoder(request)
-        last: ChatResponse | None = None
-        body = self.transport.stream(http_request, provider)
-        try:
-            async for data in body:
-                try:
-                    chunks = decoder.feed(data)
-                except MMStreamError:
-                    raise
-                except Exception as exc:
-                    raise _protocol_error(provider, exc) from exc
-                if chunks:
-                    last = chunks[-1]
-                    yield chunks
-            try:
-                chunks = decoder.flush()
-            except MMStreamError:
-                raise
-            except Exception as exc:
-                raise _protocol_error(provider, exc) from exc
-            if chunks:
-                last = chunks[-1]
-                yield chunks
-        except MMStreamError as exc:
-            exc.provider = exc.provider or provider.name
-            partial = exc.partial
-            if partial is None:
-                exc.partial = last
-            elif len(partial.text) > (seen := len(last.text) if last is not None else 0):
-                # The decoder failed in the middle of a read: deliver the text it had
-                # decoded before the error, then raise (nothing received is lost).
-                last = ChatResponse(text=partial._text, delta=partial.text[seen:])
-                exc.partial = last
-                yield [last]
-            raise
-        finally:
-            await body.aclose()  # type: ignore[attr-defined]
+    def _batches(self, request: ChatRequest) -> AsyncIterator[list[ChatResponse]]:
+        """The chunks of each network read (the stream reads these without middleware)."""
+        return _endpoint.batches(request, self.transport)
 
 
 def _own(
@@ -503,10 +457,3 @@ def _own(
         return iterator
 
     return start
-
-
-def _protocol_error(provider: Provider, exc: Exception) -> ProviderProtocolError:
-    return ProviderProtocolError(
-        f"{provider.name} sent an event the decoder could not handle: {exc!r}",
-        provider=provider.name,
-    )
