@@ -18,6 +18,7 @@ from mmstream import errors as errors
 from mmstream import middleware as middleware
 from mmstream import providers as providers
 from mmstream._secret import Secret
+from mmstream._stream import ChatStream
 from mmstream._sync import SyncStream
 from mmstream._version import __version__
 from mmstream.content import (
@@ -34,9 +35,11 @@ from mmstream.errors import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    ClosedError,
     ConfigurationError,
     ContentFilterError,
     IncompleteStreamError,
+    InvalidArgumentError,
     InvalidImageError,
     InvalidRequestError,
     MMStreamError,
@@ -49,7 +52,7 @@ from mmstream.errors import (
     RequestTooLargeError,
     ServerError,
 )
-from mmstream.llm import ChatStream, MultiModalLLM
+from mmstream.llm import MultiModalLLM
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.request import CallOptions, ChatRequest, HTTPRequest, Timeouts
 from mmstream.responses import ChatResponse, CompletionResponse, FinishReason, Usage
@@ -69,6 +72,7 @@ __all__ = [
     "ChatRequest",
     "ChatResponse",
     "ChatStream",
+    "ClosedError",
     "CompletionResponse",
     "ConfigurationError",
     "ContentBlock",
@@ -78,6 +82,7 @@ __all__ = [
     "ImageBlock",
     "ImageDocument",
     "IncompleteStreamError",
+    "InvalidArgumentError",
     "InvalidImageError",
     "InvalidRequestError",
     "MMStreamError",
