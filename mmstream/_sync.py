@@ -490,6 +490,7 @@ class _Pump(Generic[T]):
         "_demand",
         "_done",
         "_factory",
+        "_gated_once",
         "_holding",
         "_items",
         "_lease",
@@ -523,6 +524,7 @@ class _Pump(Generic[T]):
         self._scope: anyio.CancelScope | None = None
         self._reading = False  # the gate waits for the network
         self._holding = False  # the gate holds back the end until the caller asks
+        self._gated_once = False  # the stream runs through the gate (it has layers)
         self._space: anyio.Event | None = None
         self._demand: anyio.Event | None = None
 
@@ -631,9 +633,9 @@ class _Pump(Generic[T]):
         elif self._scope is None:
             return
         elif self._reading:
-            # Below every layer, waiting for the network: the next read ends the stream
-            # as closed; a stalled one is cancelled after a moment. (A cancel scope per
-            # read would make it instant, at a price paid on every read.)
+            # Waiting for the network (below every layer): the next read ends the stream,
+            # closing every layer at its yield; a stalled one is cancelled after a moment.
+            # (A cancel scope per read would make it instant, at a price on every read.)
             self._scope.deadline = min(self._scope.deadline, anyio.current_time() + _LEAVE_GRACE)
         else:  # inside a layer's own wait (a retry's sleep, ...)
             self._scope.cancel()
@@ -649,6 +651,8 @@ class _Pump(Generic[T]):
                 stream = self._factory()
                 next_batch = self._batches(stream)
                 while self._leaving is None:
+                    # Without layers (no gate), the pump's own wait is the network read.
+                    self._reading = not self._gated_once
                     try:
                         batch = await next_batch()
                     except StopAsyncIteration:
@@ -659,6 +663,7 @@ class _Pump(Generic[T]):
                     except Exception as exc:
                         outcome = exc
                         break
+                    self._reading = False
                     if batch:
                         await self._deliver(batch)
         finally:
@@ -724,6 +729,7 @@ class _Pump(Generic[T]):
         here, below every layer, and the layers see ``GeneratorExit``: they end
         as *closed*, as they would at a ``yield``.
         """
+        self._gated_once = True
         try:
             while not self._left():
                 self._reading = True
