@@ -401,7 +401,9 @@ def blocking_stream(
 
     @functools.wraps(fn)
     def method(self: S, /, *args: P.args, **kwargs: P.kwargs) -> SyncStream[T]:
-        return SyncStream(self._blocking_lease(), functools.partial(fn, self, *args, **kwargs))
+        # Made here, in the caller's thread: an async stream does nothing until iterated,
+        # and bad arguments fail at once, as they do for the async method.
+        return SyncStream(self._blocking_lease(), fn(self, *args, **kwargs))
 
     _rename(method, fn)
     return method
@@ -427,7 +429,7 @@ _END = object()  # the pump's outcome when the stream ended normally
 class SyncStream(Generic[T]):
     """A blocking iterator over an async stream; also a context manager.
 
-    Nothing runs until the first ``next()``. One pump task on the portal then
+    Nothing is sent until the first ``next()``. One pump task on the portal then
     runs the async stream and hands over whole network reads; each ``next()``
     that finds its local batch empty takes everything buffered at once.
     Leaving it any way closes it: ``close()`` and the end of ``with`` wait
@@ -438,8 +440,8 @@ class SyncStream(Generic[T]):
 
     __slots__ = ("_batch", "_index", "_pump")
 
-    def __init__(self, lease: Lease, factory: Callable[[], AsyncIterator[T]]) -> None:
-        self._pump: _Pump[T] = _Pump(lease, factory)
+    def __init__(self, lease: Lease, stream: AsyncIterator[T]) -> None:
+        self._pump: _Pump[T] = _Pump(lease, stream)
         self._batch: list[T] = []
         self._index = 0
 
@@ -489,7 +491,6 @@ class _Pump(Generic[T]):
         "_consumer",
         "_demand",
         "_done",
-        "_factory",
         "_gated_once",
         "_holding",
         "_items",
@@ -504,11 +505,12 @@ class _Pump(Generic[T]):
         "_scope",
         "_space",
         "_state",
+        "_stream",
     )
 
-    def __init__(self, lease: Lease, factory: Callable[[], AsyncIterator[T]]) -> None:
+    def __init__(self, lease: Lease, stream: AsyncIterator[T]) -> None:
         self._lease = lease
-        self._factory = factory
+        self._stream = stream
         self._portal: _Portal | None = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
@@ -642,13 +644,10 @@ class _Pump(Generic[T]):
 
     async def _run(self) -> None:
         outcome: object = None
-        stream: AsyncIterator[T] | None = None
+        stream = self._stream
         try:
             with anyio.CancelScope() as scope:
                 self._scope = scope
-                if self._leaving is not None:
-                    return  # left before it began: nothing to close
-                stream = self._factory()
                 next_batch = self._batches(stream)
                 while self._leaving is None:
                     # Without layers (no gate), the pump's own wait is the network read.
@@ -668,11 +667,10 @@ class _Pump(Generic[T]):
                         await self._deliver(batch)
         finally:
             try:
-                if stream is not None:
-                    with anyio.CancelScope(shield=True):
-                        aclose = getattr(stream, "aclose", None)
-                        if aclose is not None:
-                            await aclose()
+                with anyio.CancelScope(shield=True):
+                    aclose = getattr(stream, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
             except Exception as exc:
                 outcome = outcome if outcome is not None else exc
             finally:
@@ -707,7 +705,7 @@ class _Pump(Generic[T]):
 
     def _end(self, outcome: object) -> None:
         if outcome is None:  # cancelled, or the caller left: a later next() is told why
-            outcome = ClosedError(self._leaving or _EXITING)
+            outcome = ClosedError(self._leaving or "the blocking stream was cancelled")
         with self._lock:
             self._outcome = outcome
             self._consumer = False

@@ -170,12 +170,8 @@ def _blocking_outputs(lease: Lease, outputs: dict[str, Any]) -> dict[str, Any]:
     """``arun``'s outputs for a blocking caller: an async stream becomes a SyncStream."""
     for key, value in outputs.items():
         if isinstance(value, ChatStream):
-            outputs[key] = SyncStream(lease, _returning(value))
+            outputs[key] = SyncStream(lease, value)
     return outputs
-
-
-def _returning(stream: ChatStream[Any]) -> Callable[[], ChatStream[Any]]:
-    return lambda: stream
 
 
 #: the portal lease of chains whose steps bring none (no LLM component among them).
