@@ -15,6 +15,7 @@ from __future__ import annotations
 import typing as _typing
 
 from mmstream import errors as errors
+from mmstream import media as media
 from mmstream import middleware as middleware
 from mmstream import providers as providers
 from mmstream._secret import Secret
@@ -36,6 +37,7 @@ from mmstream.errors import (
     BadRequestError,
     ConfigurationError,
     ContentFilterError,
+    ForbiddenURLError,
     IncompleteStreamError,
     InvalidImageError,
     InvalidRequestError,
@@ -50,6 +52,7 @@ from mmstream.errors import (
     ServerError,
 )
 from mmstream.llm import ChatStream, MultiModalLLM
+from mmstream.media.netguard import URLAccess
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.request import CallOptions, ChatRequest, HTTPRequest, Timeouts
 from mmstream.responses import ChatResponse, CompletionResponse, FinishReason, Usage
@@ -74,6 +77,7 @@ __all__ = [
     "ContentBlock",
     "ContentFilterError",
     "FinishReason",
+    "ForbiddenURLError",
     "HTTPRequest",
     "ImageBlock",
     "ImageDocument",
@@ -99,9 +103,11 @@ __all__ = [
     "TextBlock",
     "Timeouts",
     "Transport",
+    "URLAccess",
     "Usage",
     "__version__",
     "errors",
+    "media",
     "middleware",
     "providers",
 ]

@@ -480,7 +480,7 @@ def require_key(provider: str, key: object, *variables: str) -> None:
 # --- call options as provider fields -----------------------------------------------
 
 #: call options mmstream itself consumes (before a request is built); never sent to an API.
-MMSTREAM_OPTIONS = frozenset({"image_policy"})
+MMSTREAM_OPTIONS = frozenset({"image_policy", "url_access"})
 
 
 def _to_extra(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
