@@ -259,8 +259,9 @@ def _ssl_context() -> ssl.SSLContext:
     return _context
 
 
-#: this event loop's guarded pools, one per URLAccess (a few at most in practice).
-_POOLS: RunVar[dict[URLAccess, _GuardedTransport]] = RunVar("mmstream_download_pools")
+#: this event loop's guarded pools, one per URLAccess (a few at most in practice); the
+#: resolver is keyed by identity (the pool holds it, so its id is not reused meanwhile).
+_POOLS: RunVar[dict[tuple[object, ...], _GuardedTransport]] = RunVar("mmstream_download_pools")
 _MAX_POOLS = 16
 
 
@@ -271,11 +272,12 @@ def guarded_transport(access: URLAccess) -> httpx.AsyncBaseTransport:
     except LookupError:
         pools = {}
         _POOLS.set(pools)
-    pool = pools.get(access)
+    key = (access.allow_private, access.allow, id(access.resolver))
+    pool = pools.get(key)
     if pool is None:
         if len(pools) >= _MAX_POOLS:  # they hold no idle connection: dropping one is free
             pools.pop(next(iter(pools)))
-        pool = pools[access] = _GuardedTransport(access)
+        pool = pools[key] = _GuardedTransport(access)
     return pool
 
 
@@ -328,7 +330,6 @@ async def download(
         InvalidRequestError: the download failed (``fail``'s error).
     """
     guarded = transport is None
-    sender = guarded_transport(access) if transport is None else transport
     try:
         with anyio.fail_after(timeout):
             for hop in range(MAX_REDIRECTS + 1):
@@ -346,6 +347,7 @@ async def download(
                     "GET", url, headers={"accept": accept, "user-agent": _USER_AGENT}
                 )
                 request.extensions["timeout"] = httpx.Timeout(timeout).as_dict()
+                sender = guarded_transport(access) if transport is None else transport
                 try:
                     response = await sender.handle_async_request(request)
                 except _Refused as exc:

@@ -264,7 +264,7 @@ class URLAccess:
 
     allow_private: bool = False
     allow: tuple[str | _Network, ...] = field(default=(), converter=_to_allow)
-    resolver: Resolver | None = field(default=None, repr=False)
+    resolver: Resolver | None = field(default=None, repr=False, hash=False)
 
     def admits_host(self, host: str) -> bool:
         """Whether ``host`` (a name) is listed, so that its addresses are not checked."""
