@@ -15,7 +15,6 @@ from __future__ import annotations
 import typing as _typing
 
 from mmstream import errors as errors
-from mmstream import media as media
 from mmstream import middleware as middleware
 from mmstream import providers as providers
 from mmstream._secret import Secret
@@ -52,13 +51,14 @@ from mmstream.errors import (
     ServerError,
 )
 from mmstream.llm import ChatStream, MultiModalLLM
-from mmstream.media.netguard import URLAccess
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.request import CallOptions, ChatRequest, HTTPRequest, Timeouts
 from mmstream.responses import ChatResponse, CompletionResponse, FinishReason, Usage
 from mmstream.transport import Transport
 
 if _typing.TYPE_CHECKING:
+    from mmstream import media as media
+    from mmstream.media.netguard import URLAccess
     from mmstream.pipeline import MultiModalChatComponent, MultiModalCompleteComponent
 
 __all__ = [
@@ -116,6 +116,8 @@ __all__ = [
 _LAZY = {
     "MultiModalChatComponent": "mmstream.pipeline",
     "MultiModalCompleteComponent": "mmstream.pipeline",
+    "URLAccess": "mmstream.media.netguard",
+    "media": "mmstream.media",
 }
 
 for _name in __all__:
@@ -131,8 +133,10 @@ def __getattr__(name: str) -> _typing.Any:
         raise AttributeError(f"module 'mmstream' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(module), name)
-    value.__module__ = "mmstream"
+    imported = importlib.import_module(module)
+    value = imported if module == f"mmstream.{name}" else getattr(imported, name)
+    if isinstance(value, type):
+        value.__module__ = "mmstream"
     globals()[name] = value
     return value
 

@@ -177,7 +177,7 @@ class Anthropic(OptionFields):
 
     @property
     def image_policy(self) -> ImagePolicy:
-        """Anthropic's documented image limits (see :data:`mmstream.images.ANTHROPIC_POLICY`)."""
+        """Anthropic's documented image limits (``ANTHROPIC_POLICY``, defined in this module)."""
         return ANTHROPIC_POLICY
 
     def build_request(self, request: ChatRequest) -> HTTPRequest:

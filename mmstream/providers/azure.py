@@ -158,7 +158,7 @@ class AzureOpenAI(OptionFields):
 
     @property
     def image_policy(self) -> ImagePolicy:
-        """Azure's documented image limits (see :data:`mmstream.images.AZURE_POLICY`)."""
+        """Azure's documented image limits (``AZURE_POLICY``, defined in this module)."""
         return AZURE_POLICY
 
     def _url(self) -> str:

@@ -41,7 +41,7 @@ from mmstream.responses import (
 from mmstream.sse import NDJSONDecoder
 
 if TYPE_CHECKING:
-    from mmstream.images import ImagePolicy
+    from mmstream.media.policy import ImagePolicy
     from mmstream.metadata import MultiModalLLMMetadata
     from mmstream.request import ChatRequest, HTTPRequest
 
@@ -100,7 +100,7 @@ class Provider(Protocol):
 
     @property
     def image_policy(self) -> ImagePolicy:
-        """The API's documented image limits (see :mod:`mmstream.images`)."""
+        """The API's documented image limits (an ``ImagePolicy`` value)."""
         ...
 
     def build_request(self, request: ChatRequest) -> HTTPRequest:

@@ -174,7 +174,7 @@ class Gemini(OptionFields):
 
     @property
     def image_policy(self) -> ImagePolicy:
-        """Gemini's documented image limits (see :data:`mmstream.images.GEMINI_POLICY`)."""
+        """Gemini's documented image limits (``GEMINI_POLICY``, defined in this module)."""
         return GEMINI_POLICY
 
     def build_request(self, request: ChatRequest) -> HTTPRequest:

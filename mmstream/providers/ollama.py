@@ -203,7 +203,7 @@ class Ollama(OptionFields):
 
     @property
     def image_policy(self) -> ImagePolicy:
-        """Ollama's image rules (see :data:`mmstream.images.OLLAMA_POLICY`): inline only."""
+        """Ollama's image rules (``OLLAMA_POLICY``, defined in this module): inline only."""
         return OLLAMA_POLICY
 
     def build_request(self, request: ChatRequest) -> HTTPRequest:

@@ -805,7 +805,7 @@ class OpenAI(OptionFields):
 
     @property
     def image_policy(self) -> ImagePolicy:
-        """OpenAI's documented image limits (see :data:`mmstream.images.OPENAI_POLICY`)."""
+        """OpenAI's documented image limits (``OPENAI_POLICY``, defined in this module)."""
         return OPENAI_POLICY
 
     def build_request(self, request: ChatRequest) -> HTTPRequest:
