@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote
 
 import attrs
@@ -151,8 +151,9 @@ def access(resolver: FakeDNS, **kwargs: Any) -> mm.URLAccess:
 def call(mode: str, provider: Any, url: str, **options: Any) -> mm.CompletionResponse:
     """One ``complete`` with the image at ``url``, async (``mode`` a backend) or blocking."""
     doc = mm.ImageDocument(image_url=url)
-    if mode.startswith("sync-"):
-        with mm.MultiModalLLM(provider, sync_backend=mode[5:]) as llm:
+    if mode in ("sync-asyncio", "sync-trio"):
+        backend: Literal["asyncio", "trio"] = "trio" if mode == "sync-trio" else "asyncio"
+        with mm.MultiModalLLM(provider, sync_backend=backend) as llm:
             return llm.complete("Describe", [doc], **options)
     import anyio
 

@@ -19,7 +19,6 @@ images) when the call is cancelled.
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from collections.abc import Mapping, Sequence
@@ -196,12 +195,14 @@ async def prepare_request(
     _check_count(slots, policy, provider)
     for slot in slots:
         _check_url(slot, policy, provider)
-    with anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
-        try:
+    try:
+        if deadline is None:
             return await _prepare(request, slots, policy, access, transport, cache)
-        except (InvalidImageError, ForbiddenURLError) as exc:
-            exc.provider = exc.provider or provider
-            raise
+        with anyio.CancelScope(deadline=deadline) as scope:
+            return await _prepare(request, slots, policy, access, transport, cache)
+    except (InvalidImageError, ForbiddenURLError) as exc:
+        exc.provider = exc.provider or provider
+        raise
     assert scope.cancelled_caught  # only the deadline ends the scope without a return
     raise APITimeoutError(
         f"{provider}: the call's total timeout passed while its images were being prepared "
