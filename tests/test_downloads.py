@@ -345,6 +345,7 @@ def test_urls_a_provider_fetches_itself_pass_through_unchecked(
         ("http://inside.test/pic.png", False),
         ("http://127.0.0.1/pic.png", False),
         ("http://[::1]/pic.png", False),
+        ("http://outside.test:1:2/pic.png", False),  # parsers disagree: refused
         ("http://outside.test/pic.png", True),
     ],
 )

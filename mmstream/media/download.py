@@ -284,6 +284,17 @@ def guarded_transport(access: URLAccess) -> httpx.AsyncBaseTransport:
 # --- one download ---------------------------------------------------------------------
 
 
+def _same_host(url: str, host: str) -> Denied | None:
+    """Refuse a URL whose host httpx reads differently from the check (a parser trick)."""
+    try:
+        seen = httpx.URL(url).host
+    except httpx.InvalidURL:
+        return Denied("invalid", "the URL cannot be parsed")
+    if seen.rstrip(".").lower() != host.rstrip(".").lower():
+        return Denied("ambiguous", f"its host reads as {host!r} or {seen!r} by turns")
+    return None
+
+
 async def _check_resolved(url: str, host: str, access: URLAccess) -> Denied | None:
     """For a transport that connects by itself: every address of ``host`` must be allowed."""
     if access.admits_host(host) or literal_address(host) is not None or is_localhost(host):
@@ -339,6 +350,8 @@ async def download(
                     if hop == 0:
                         raise fail("is not an http(s) URL with a host") from None
                     raise fail(f"redirects to a non-http URL ({redact_url(url)})") from None
+                if denied is None:
+                    denied = _same_host(url, host)
                 if denied is None and not guarded:
                     denied = await _check_resolved(url, host, access)
                 if denied is not None:
