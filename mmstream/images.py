@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from mmstream.media.cache import clear_cache
 from mmstream.media.fit import FittedImage, fit_image
 from mmstream.media.netguard import URLAccess
-from mmstream.media.policy import DEFAULT_POLICY, POLICY_OPTION, ImagePolicy, policy_for
-from mmstream.media.prepare import prepare_request
+from mmstream.media.policy import DEFAULT_POLICY, POLICY_OPTION, ImagePolicy
+from mmstream.media.prepare import policy_for, prepare_request
 from mmstream.media.sniff import base64_length, data_url, encode_base64, sniff_mimetype
 
 if TYPE_CHECKING:

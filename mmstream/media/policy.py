@@ -3,20 +3,17 @@
 Each provider owns its policy constant (``OPENAI_POLICY`` in
 ``mmstream.providers.openai``, ...) and exposes it as ``image_policy``; a call
 (or the provider's ``extra``) may replace it with the ``image_policy`` option.
-Pure: attrs only.
+Pure: attrs only (the call's choice of policy is made in
+[`mmstream.media.prepare`][mmstream.media.prepare]).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, final
+from typing import final
 
 from attrs import field, frozen
 
-from mmstream.errors import InvalidImageError, InvalidRequestError
 from mmstream.media.netguard import PUBLIC_ONLY, URLAccess
-
-if TYPE_CHECKING:
-    from mmstream.request import ChatRequest
 
 __all__ = [
     "COMMON_TYPES",
@@ -25,8 +22,6 @@ __all__ = [
     "POLICY_OPTION",
     "URL_ACCESS_OPTION",
     "ImagePolicy",
-    "policy_for",
-    "url_access_for",
 ]
 
 MB = 1_000_000
@@ -108,29 +103,3 @@ POLICY_OPTION = "image_policy"
 
 #: the call option (and provider ``extra`` key) that overrides the policy's ``url_access``.
 URL_ACCESS_OPTION = "url_access"
-
-
-def policy_for(request: ChatRequest) -> ImagePolicy:
-    """The policy for a call: its ``image_policy`` option, else the provider's, else the default."""
-    override = request.options.extra.get(POLICY_OPTION)
-    if override is not None:
-        if not isinstance(override, ImagePolicy):
-            raise InvalidImageError(
-                f"the {POLICY_OPTION} option must be an ImagePolicy, not {type(override).__name__}"
-            )
-        return override
-    policy = getattr(request.provider, "image_policy", None)
-    return policy if isinstance(policy, ImagePolicy) else DEFAULT_POLICY
-
-
-def url_access_for(request: ChatRequest, policy: ImagePolicy) -> URLAccess:
-    """Where a call may download from: its ``url_access`` option, else the policy's."""
-    override = request.options.extra.get(URL_ACCESS_OPTION)
-    if override is None:
-        return policy.url_access
-    if not isinstance(override, URLAccess):
-        raise InvalidRequestError(
-            f"the {URL_ACCESS_OPTION} option must be a URLAccess, not {type(override).__name__}; "
-            "e.g. url_access=mmstream.URLAccess(allow=['images.internal'])"
-        )
-    return override

@@ -33,17 +33,16 @@ from anyio.lowlevel import RunVar
 from attrs import frozen
 
 from mmstream.content import ChatMessage, ContentBlock, ImageBlock
-from mmstream.errors import APITimeoutError, ForbiddenURLError, InvalidImageError
+from mmstream.errors import (
+    APITimeoutError,
+    ForbiddenURLError,
+    InvalidImageError,
+    InvalidRequestError,
+)
 from mmstream.media.cache import CacheEntry, MediaCache
 from mmstream.media.fit import SMALL_BYTES, fit_entry, load_pillow, pillow_loaded
 from mmstream.media.netguard import Denied, URLAccess, redact_url
-from mmstream.media.policy import (
-    POLICY_OPTION,
-    URL_ACCESS_OPTION,
-    ImagePolicy,
-    policy_for,
-    url_access_for,
-)
+from mmstream.media.policy import DEFAULT_POLICY, POLICY_OPTION, URL_ACCESS_OPTION, ImagePolicy
 from mmstream.media.sniff import raw_for_base64
 from mmstream.request import ChatRequest
 
@@ -52,7 +51,7 @@ if TYPE_CHECKING:
 
     from mmstream.transport import Transport
 
-__all__ = ["WORKER_THREADS", "prepare_request"]
+__all__ = ["WORKER_THREADS", "policy_for", "prepare_request", "url_access_for"]
 
 #: at most this many worker threads fit images at once, per event loop.
 WORKER_THREADS = max(1, min(4, os.cpu_count() or 1))
@@ -100,6 +99,32 @@ def _slots(request: ChatRequest) -> list[_Slot]:
             if isinstance(block, ImageBlock):
                 slots.append(_Slot(m, b, len(slots), block))
     return slots
+
+
+def policy_for(request: ChatRequest) -> ImagePolicy:
+    """The policy for a call: its ``image_policy`` option, else the provider's, else the default."""
+    override = request.options.extra.get(POLICY_OPTION)
+    if override is not None:
+        if not isinstance(override, ImagePolicy):
+            raise InvalidImageError(
+                f"the {POLICY_OPTION} option must be an ImagePolicy, not {type(override).__name__}"
+            )
+        return override
+    policy = getattr(request.provider, "image_policy", None)
+    return policy if isinstance(policy, ImagePolicy) else DEFAULT_POLICY
+
+
+def url_access_for(request: ChatRequest, policy: ImagePolicy) -> URLAccess:
+    """Where a call may download from: its ``url_access`` option, else the policy's."""
+    override = request.options.extra.get(URL_ACCESS_OPTION)
+    if override is None:
+        return policy.url_access
+    if not isinstance(override, URLAccess):
+        raise InvalidRequestError(
+            f"the {URL_ACCESS_OPTION} option must be a URLAccess, not {type(override).__name__}; "
+            "e.g. url_access=mmstream.URLAccess(allow=['images.internal'])"
+        )
+    return override
 
 
 _OPTIONS = (POLICY_OPTION, URL_ACCESS_OPTION)
