@@ -8,7 +8,8 @@ PIL, json) escapes a public call. An error raised after output began carries
 MMStreamError                     .partial, .provider
 ├── ConfigurationError            fix the setup: missing key, unknown provider, bad option
 ├── InvalidRequestError           local: we or the caller built something the provider won't take
-│   └── InvalidImageError         an image that cannot be read, sniffed or fitted (.image_index)
+│   ├── InvalidImageError         an image that cannot be read, sniffed or fitted (.image_index)
+│   └── ForbiddenURLError         a URL mmstream will not download from (.rule, .url)
 ├── APIError                      remote: the provider answered with an error
 │   │                             (.status, .type, .code, .request_id, .body)
 │   ├── BadRequestError           400 / 422
@@ -48,6 +49,7 @@ __all__ = [
     "BadRequestError",
     "ConfigurationError",
     "ContentFilterError",
+    "ForbiddenURLError",
     "IncompleteStreamError",
     "InvalidImageError",
     "InvalidRequestError",
@@ -137,6 +139,32 @@ class InvalidImageError(InvalidRequestError):
         provider: str | None = None,
     ) -> None:
         super().__init__(message, provider=provider)
+        self.image_index = image_index
+
+
+class ForbiddenURLError(InvalidRequestError):
+    """A URL mmstream was asked to download from is refused; nothing was fetched.
+
+    ``rule`` names the rule that refused it (``"loopback"``, ``"private"``,
+    ``"link-local"``, ``"credentials"``, ...); ``url`` is the URL without its
+    credentials, query or fragment; ``image_index`` the image's position (0-based)
+    when the URL is an image's.
+    """
+
+    hint = "Pass the image inline, or allow the host with the url_access option."
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        rule: str,
+        url: str,
+        image_index: int | None = None,
+        provider: str | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider)
+        self.rule = rule
+        self.url = url
         self.image_index = image_index
 
 

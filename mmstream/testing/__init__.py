@@ -28,6 +28,11 @@ Example::
         ...
         await server.wait_disconnect(timeout=1.0)               # the client left mid-stream
 
+mmstream refuses to download images from loopback and private addresses (a
+URL in a user's message must not reach inside the server's network); a test
+whose images are served by this server opts in explicitly, with
+``url_access=ALLOW_LOOPBACK`` as a call option.
+
 In pytest, add ``pytest_plugins = ["mmstream.testing.pytest_plugin"]`` to a
 ``conftest.py`` and use the ``mmstream_server`` fixture (or
 ``mmstream_thread_server`` in synchronous tests).
@@ -35,6 +40,7 @@ In pytest, add ``pytest_plugins = ["mmstream.testing.pytest_plugin"]`` to a
 
 from __future__ import annotations
 
+from mmstream.media.netguard import URLAccess
 from mmstream.testing._formats import prompt_of
 from mmstream.testing._script import (
     FAULT_KINDS,
@@ -49,6 +55,7 @@ from mmstream.testing._script import (
 from mmstream.testing._server import Disconnect, RecordedRequest, TestServer
 
 __all__ = [
+    "ALLOW_LOOPBACK",
     "FAULT_KINDS",
     "IMAGE_TOKENS",
     "Disconnect",
@@ -62,3 +69,7 @@ __all__ = [
     "prompt_of",
     "split_text",
 ]
+
+#: the ``url_access`` call option that lets mmstream download from this server (and
+#: any other loopback address): for tests only, never for user-supplied URLs.
+ALLOW_LOOPBACK = URLAccess(allow=["127.0.0.0/8", "::1", "localhost"])
