@@ -1,4 +1,4 @@
-"""The errors of a batch run, in the tree of :mod:`mmstream.errors`.
+"""The errors of a batch run, in the tree of [`mmstream.errors`][mmstream.errors].
 
 ```
 MMStreamError

@@ -8,7 +8,7 @@ each job it was given at most once, and must not report a job it did not
 finish (a job in flight when the run stops is simply not reported: it runs
 again on resume).
 
-:class:`StreamingExecutor` streams each job through a
+[`StreamingExecutor`][mmstream.batch.StreamingExecutor] streams each job through a
 [`MultiModalLLM`][mmstream.MultiModalLLM] with a bounded number of workers.
 The providers' batch APIs plug in later as another executor that submits jobs
 in chunks, polls, and reports the downloaded results to the same sink.

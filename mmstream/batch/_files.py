@@ -29,7 +29,15 @@ import itertools
 import json
 import os
 import sys
-from collections.abc import AsyncIterable, AsyncIterator, Collection, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from pathlib import Path
 from typing import IO, Any, Union, final
 
@@ -249,7 +257,7 @@ def read_results(path: str | os.PathLike[str]) -> Iterable[dict[str, Any]]:
 class JobSource:
     """Where the jobs come from: checked before the run where possible, then read lazily."""
 
-    #: whether :meth:`prepare` reads every job first (a file, a sequence).
+    #: whether `prepare` reads every job first (a file, a sequence).
     checked_first: bool = False
 
     async def prepare(self, done: Collection[str]) -> tuple[int | None, int]:
@@ -414,20 +422,28 @@ class _IterableSource(JobSource):
     async def jobs(self, done: Collection[str]) -> AsyncIterator[Job]:
         seen: set[str] = set()
         index = 0
-        async for item in _aiter(self.items):
-            job = _to_job(item, self.base_dir, f"job {index + 1}")
-            if job.id in seen:
-                raise _repeated(job.id, f"job {index + 1}: ")
-            seen.add(job.id)
-            index += 1
-            if job.id not in done:
-                yield job
+        async with contextlib.aclosing(_aiter(self.items)) as items:
+            async for item in items:
+                job = _to_job(item, self.base_dir, f"job {index + 1}")
+                if job.id in seen:
+                    raise _repeated(job.id, f"job {index + 1}: ")
+                seen.add(job.id)
+                index += 1
+                if job.id not in done:
+                    yield job
 
 
-async def _aiter(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+async def _aiter(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncGenerator[Any, None]:
+    """The items of either kind; an async generator the run stops reading is closed."""
     if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
+        try:
+            async for item in items:
+                yield item
+        finally:
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
         return
     for item in items:
         yield item

@@ -1,6 +1,6 @@
 """One job of a batch: an id, a prompt (with images and documents) or messages, and options.
 
-A job is a frozen value. :meth:`Job.from_dict` reads the JSONL form (one JSON
+A job is a frozen value. `Job.from_dict` reads the JSONL form (one JSON
 object a line) and refuses anything it would have to guess about: an unknown
 field, a missing id, both ``prompt`` and ``messages``. Relative file paths are
 resolved against a base directory when the job is read, so a jobs file can sit

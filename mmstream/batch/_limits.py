@@ -1,7 +1,7 @@
 """Limits a whole run shares: the coordinated back-off gate, and the attempt counter.
 
 A provider that answers 429 with ``Retry-After`` is saying "this account is
-going too fast", not "this request is unlucky". :class:`RunGate` turns one
+going too fast", not "this request is unlucky". `RunGate` turns one
 job's 429 into a pause for **every** new request of the run: each attempt
 waits at the gate until the pause is over, so the other workers stop sending
 instead of collecting 429s of their own (and burning their retries). Requests

@@ -111,7 +111,7 @@ class ProgressBar:
             self._started = False
             self._progress.stop()
         if self._last is not None:
-            self._console.print(self._last.summary(), highlight=False)
+            self._console.print(self._last.summary(), highlight=False, soft_wrap=True)
 
     def __enter__(self) -> ProgressBar:
         self.start()

@@ -1,7 +1,7 @@
-"""What a job ended with (:class:`JobResult`) and how a run stands (:class:`BatchStats`).
+"""What a job ended with (`JobResult`) and how a run stands (`BatchStats`).
 
-A result is one line of the results file: :meth:`JobResult.to_json` writes it
-(one JSON object, ending in a newline) and :meth:`JobResult.from_dict` reads it
+A result is one line of the results file: `JobResult.to_json` writes it
+(one JSON object, ending in a newline) and `JobResult.from_dict` reads it
 back. Every executor (the local streaming one today, the providers' batch APIs
 later) produces these same records, so resuming, progress and the file format
 do not depend on how a job ran.

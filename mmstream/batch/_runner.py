@@ -68,7 +68,7 @@ class Batch:
             process loses nothing either way; this bounds what a power loss loses.
         clock: monotonic seconds, for limits and timings (tests inject one).
         sleep: how to wait (``anyio.sleep``).
-        sync_backend: the event loop of the blocking [`run`][mmstream.batch.Batch.run].
+        sync_backend: the event loop of the blocking `run`.
         **provider_fields: with a string ``llm``, fields for its provider.
 
     Example:

@@ -5,7 +5,7 @@
   [`MultiModalLLM`][mmstream.MultiModalLLM], runs the rows of a batch
   concurrently (async inside, on its own event loop), and reads the images on
   the worker. Rows are jobs (the JSONL job fields as columns); the output
-  rows are results (:meth:`JobResult.to_row`), in the input's order, with
+  rows are results (`JobResult.to_row`), in the input's order, with
   the input's other columns kept.
 - [`shared_rate_limit`][mmstream.batch.ray.shared_rate_limit] starts one Ray
   actor holding the budget (requests and tokens per minute) and the
