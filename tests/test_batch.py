@@ -419,8 +419,9 @@ async def test_a_repeated_id_in_an_iterator_stops_the_run_with_whole_lines(
         with pytest.raises(InvalidJobError, match="not a single job"):
             single: Any = {"id": "x", "prompt": "a"}
             await batch.arun(single, output)
-        with pytest.raises(InvalidJobError, match="cannot read the jobs file"):
-            await batch.arun(tmp_path / "missing.jsonl", output)
+        with pytest.raises(mm.InvalidRequestError, match="cannot read the jobs file"):
+            await batch.arun(tmp_path / "missing.jsonl", tmp_path / "untouched.jsonl")
+        assert not (tmp_path / "untouched.jsonl").exists()
     done = ids(output)
     assert len(done) == len(set(done)) and set(done) <= {f"job-{n}" for n in range(5)}
 

@@ -155,3 +155,25 @@ def test_ctrl_c_stops_with_130_and_the_same_command_resumes(
     records = [json.loads(line) for line in output.read_text().splitlines()]
     assert sorted(int(r["id"]) for r in records) == list(range(400))
     assert {r["text"] for r in records} == {answer_text(f"job {n}") for n in range(400)}
+
+
+def test_jobs_from_standard_input_and_a_resume_from_it(tmp_path: Path) -> None:
+    lines = "".join(json.dumps({"id": n, "prompt": f"job {n}"}) + "\n" for n in range(12))
+    output = tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "mmstream.cli", "batch", "-", "-o", str(output)]
+
+    def run(text: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            command, input=text, capture_output=True, text=True, timeout=60, check=False
+        )
+
+    first = run(lines[: lines.index('{"id": 5')])  # the first five
+    assert first.returncode == 0, first.stderr
+    assert "5 succeeded" in first.stderr
+    second = run(lines)
+    assert second.returncode == 0, second.stderr
+    assert "7 succeeded, 0 failed, 5 already done" in second.stderr
+    ids = [json.loads(line)["id"] for line in output.read_text().splitlines()]
+    assert sorted(map(int, ids)) == list(range(12))
+    repeated = run(lines + json.dumps({"id": 3, "prompt": "again"}) + "\n")
+    assert repeated.returncode == 1 and "line 13: the id '3' is used twice" in repeated.stderr

@@ -120,11 +120,19 @@ def outcomes(path: Path) -> tuple[set[tuple[str, str | None, str]], list[str]]:
     return found, [r["id"] for r in records]
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(
+    server: TestServer, jobs_file: Path
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """One run from start to end: the reference the killed runs are compared with."""
+    output = jobs_file.parent / "uninterrupted.jsonl"
+    return output, run_to_end(server, jobs_file, output)
+
+
 def test_every_job_ends_exactly_once_as_a_success_or_a_typed_error(
-    server: TestServer, jobs_file: Path, tmp_path: Path
+    uninterrupted: tuple[Path, subprocess.CompletedProcess[str]],
 ) -> None:
-    output = tmp_path / "results.jsonl"
-    result = run_to_end(server, jobs_file, output)
+    output, result = uninterrupted
     found, order = outcomes(output)
     assert len(order) == len(set(order)) == JOBS
     by_id = {job_id: (kind, text) for job_id, kind, text in found}
@@ -139,11 +147,12 @@ def test_every_job_ends_exactly_once_as_a_success_or_a_typed_error(
 
 
 def test_killed_at_random_points_and_resumed_equals_an_uninterrupted_run(
-    server: TestServer, jobs_file: Path, tmp_path: Path
+    server: TestServer,
+    jobs_file: Path,
+    tmp_path: Path,
+    uninterrupted: tuple[Path, subprocess.CompletedProcess[str]],
 ) -> None:
-    reference = tmp_path / "reference.jsonl"
-    run_to_end(server, jobs_file, reference)
-    expected, _ = outcomes(reference)
+    expected, _ = outcomes(uninterrupted[0])
 
     seed = random.randrange(1 << 30)
     chooser = random.Random(seed)

@@ -46,6 +46,7 @@ import anyio.to_thread
 
 from mmstream.batch._errors import InvalidJobError, OutputFileError
 from mmstream.batch._job import Job
+from mmstream.errors import InvalidRequestError
 
 __all__ = ["JobSource", "JobsInput", "ResultsFile", "job_source", "read_results"]
 
@@ -259,6 +260,8 @@ class JobSource:
 
     #: whether `prepare` reads every job first (a file, a sequence).
     checked_first: bool = False
+    #: jobs of the input found already done (counted by `prepare`, or as they are read).
+    skipped: int = 0
 
     async def prepare(self, done: Collection[str]) -> tuple[int | None, int]:
         """Check every job and count them; return ``(total, already done)``.
@@ -267,6 +270,9 @@ class JobSource:
             InvalidJobError: a job is invalid or an id repeats (nothing was run).
         """
         return None, 0
+
+    async def check(self) -> None:
+        """Fail early, before the results file is touched, if the jobs cannot be read."""
 
     def jobs(self, done: Collection[str]) -> AsyncIterator[Job]:
         """The jobs not in ``done``, in input order, read as they are needed."""
@@ -311,15 +317,19 @@ class _FileSource(JobSource):
         with self._open() as stream:
             for job in _parse_lines(stream, itertools.count(1), self.base_dir, seen):
                 skipped += job.id in done
+        self.skipped = skipped
         return len(seen), skipped
 
     def _open(self) -> IO[bytes]:
         try:
             return open(self.path, "rb")
         except OSError as exc:
-            raise InvalidJobError(
+            raise InvalidRequestError(
                 f"cannot read the jobs file {self.path} ({exc.strerror})"
             ) from exc
+
+    async def check(self) -> None:
+        await anyio.to_thread.run_sync(lambda: self._open().close())
 
     async def jobs(self, done: Collection[str]) -> AsyncIterator[Job]:
         stream = await anyio.to_thread.run_sync(self._open)
@@ -377,7 +387,9 @@ class _StreamSource(JobSource):
             if not lines:
                 return
             for job in list(_parse_lines(lines, numbers, self.base_dir, seen)):
-                if job.id not in done:
+                if job.id in done:
+                    self.skipped += 1
+                else:
                     yield job
 
 
@@ -402,6 +414,7 @@ class _SequenceSource(JobSource):
             skipped += job.id in done
             if index % 1000 == 999:
                 await anyio.lowlevel.checkpoint()
+        self.skipped = skipped
         return len(seen), skipped
 
     async def jobs(self, done: Collection[str]) -> AsyncIterator[Job]:
@@ -429,7 +442,9 @@ class _IterableSource(JobSource):
                     raise _repeated(job.id, f"job {index + 1}: ")
                 seen.add(job.id)
                 index += 1
-                if job.id not in done:
+                if job.id in done:
+                    self.skipped += 1
+                else:
                     yield job
 
 

@@ -15,7 +15,7 @@ import anyio.to_thread
 from mmstream._sync import PortalRunner, blocking
 from mmstream.batch._errors import BatchAbortedError, OutputFileError
 from mmstream.batch._executor import Executor, StreamingExecutor, run_all
-from mmstream.batch._files import JobsInput, ResultsFile, job_source
+from mmstream.batch._files import JobsInput, JobSource, ResultsFile, job_source
 from mmstream.batch._limits import RunGate
 from mmstream.batch._result import BatchStats, JobResult
 from mmstream.errors import ConfigurationError
@@ -58,7 +58,8 @@ class Batch:
         requests_per_minute: the run's request budget (``None``: no limit).
         tokens_per_minute: the run's token budget (``None``: no limit).
         rate_limit: a `RateLimit` to share with other code, instead of the two above.
-        retry: the retry policy of each job (``None``: no retries).
+        retry: the retry policy of each job (default ``Retry()``: 3 attempts;
+            ``None``: no retries).
         max_failures: stop the run once more jobs than this failed in it
             (``None``: never; ``0``: at the first failure).
         pause_on_rate_limit: pause the whole run on a provider's 429.
@@ -191,11 +192,13 @@ class Batch:
 
         Raises:
             InvalidJobError: a job is invalid or an id repeats.
+            InvalidRequestError: the jobs file cannot be read.
             OutputFileError: ``output`` cannot be used (another run holds it,
                 it is not a results file, the disk is full).
             BatchAbortedError: more than ``max_failures`` jobs failed.
         """
         source = job_source(jobs, base_dir)
+        await source.check()
         results: ResultsFile | None = None
         done: set[str] = set()
         if output is not None:
@@ -204,8 +207,8 @@ class Batch:
                 lambda: ResultsFile.open(output, redo_failed=redo_failed)
             )
         try:
-            total, skipped = await source.prepare(done)
-            run = _Run(self, results, total, skipped, on_result, progress)
+            total, _ = await source.prepare(done)
+            run = _Run(self, results, total, source, on_result, progress)
             run.report()
             await run_all([lambda: run.execute(source.jobs(done)), run.sync_periodically])
             return run.report(finished=True)
@@ -273,14 +276,14 @@ class _Run:
         batch: Batch,
         results: ResultsFile | None,
         total: int | None,
-        skipped: int,
+        source: JobSource,
         on_result: ResultCallback | None,
         progress: ProgressCallback | None,
     ) -> None:
         self.batch = batch
         self.results = results
         self.total = total
-        self.skipped = skipped
+        self.source = source
         self.on_result = on_result
         self.progress = progress
         self.clock = batch.clock
@@ -295,7 +298,7 @@ class _Run:
     def stats(self, *, finished: bool = False) -> BatchStats:
         return BatchStats(
             total=self.total,
-            skipped=self.skipped,
+            skipped=self.source.skipped,
             succeeded=self.succeeded,
             failed=self.failed,
             in_flight=self.in_flight,

@@ -259,7 +259,8 @@ class SharedRateLimit:
             raise
         used = _usage_tokens(last)
         if used is not None and used != tokens:
-            await self._ask(self.limiter.correct, used - tokens)
+            # Not waited for: Ray runs one caller's calls to an actor in order.
+            self.limiter.correct.remote(used - tokens)
 
 
 _DEFAULT_RETRY = Retry()
