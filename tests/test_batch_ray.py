@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,6 @@ def ray_local() -> Iterator[Any]:
         import ray.data
     except ImportError as exc:  # the [ray] extra is part of [test]: CI has it
         pytest.skip(f"ray is not installed ({exc}); pip install 'mmstream[ray]'")
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     try:
         ray.init(
             num_cpus=2,
