@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
         pass
     else:
         add_serve_parser(commands)
+    from mmstream.batch._cli import add_batch_parser
+
+    add_batch_parser(commands)
     return parser
 
 
@@ -145,6 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mmstream.testing._cli import run_serve
 
         return int(run_serve(args) or 0)
+    if args.command == "batch":
+        from mmstream.batch._cli import run_batch
+
+        return run_batch(args)
     import anyio
 
     from mmstream.errors import MMStreamError

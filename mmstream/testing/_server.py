@@ -285,6 +285,7 @@ class TestServer:
         self._portal: BlockingPortal | None = None
         self._lock = threading.Lock()
         self._cache: dict[Hashable, tuple[str, str, list[_Step], _End]] = {}
+        self._rules: list[tuple[Callable[[int, str], bool], tuple[Fault, ...]]] = []
 
     def __repr__(self) -> str:
         return (
@@ -323,12 +324,28 @@ class TestServer:
             for _ in range(times):
                 self._queue.append(_Queued(tuple(faults), path, api))
 
+    def inject_when(self, predicate: Callable[[int, str], bool], *faults: Fault) -> None:
+        """Apply ``faults`` to every request for which ``predicate(serial, prompt)`` holds.
+
+        ``serial`` counts the requests the server received (1, 2, ...) and
+        ``prompt`` is the text of the request's last user message, so a rule can
+        fault the tenth request, or every request about one prompt, whatever the
+        order the requests arrive in. Faults queued with :meth:`inject` come
+        first; the ``x-mmstream-fault`` header wins over both. :meth:`clear`
+        drops the rules.
+        """
+        if not faults:
+            raise ValueError("inject_when() needs at least one Fault")
+        with self._lock:
+            self._rules.append((predicate, tuple(faults)))
+
     def clear(self) -> None:
         """Forget recorded requests and disconnects, and drop queued scripts and faults."""
         with self._lock:
             self.requests.clear()
             self.disconnects.clear()
             self._queue.clear()
+            self._rules.clear()
 
     @property
     def pending(self) -> int:
@@ -451,6 +468,16 @@ class TestServer:
                 del self._queue[index]
         return script, faults
 
+    def _ruled(self, serial: int, api: API, body: Any) -> tuple[Fault, ...]:
+        """The faults of the first rule (``inject_when``) that holds for this request."""
+        prompt = prompt_of(api, body)[0]
+        with self._lock:
+            rules = list(self._rules)
+        for predicate, faults in rules:
+            if predicate(serial, prompt):
+                return faults
+        return ()
+
     async def _handle(self, stream: anyio.abc.SocketStream) -> None:
         conn = _Conn(stream, next(self._conn_ids))
         self.connections_opened += 1
@@ -545,6 +572,8 @@ class TestServer:
             payload = _error_json(found, error_body(found.api, status, message))
             return await self._simple(conn, record, status, payload, close, extra)
         queued_script, faults = self._take(path, found.api)
+        if not faults and self._rules:
+            faults = self._ruled(serial, found.api, parsed)
         if header_faults:
             faults = header_faults
         script = self.script.merged(queued_script).merged(header_script)
