@@ -16,7 +16,7 @@ built, so ``import mmstream`` works without it.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, final
 from urllib.parse import urlsplit
 
@@ -205,7 +205,7 @@ class OpenTelemetry:
         span, last, error = state.span, call.last, call.error
         try:
             metric_attributes = dict(state.common)
-            response = _response_attributes(last)
+            response = _response_attributes(call)
             span.set_attribute("mmstream.outcome", call.outcome)
             for key, value in response.items():
                 span.set_attribute(key, value)
@@ -217,7 +217,9 @@ class OpenTelemetry:
                 span.set_status(Status(StatusCode.ERROR, str(error)))
                 metric_attributes["error.type"] = error_type
             if self.capture_content and last is not None:
-                span.set_attribute("gen_ai.output.messages", _output_messages(last))
+                span.set_attribute(
+                    "gen_ai.output.messages", _output_messages(last, call.tool_calls)
+                )
             self._duration.record(call.duration, metric_attributes)
             usage = call.usage
             if usage is not None:
@@ -299,16 +301,15 @@ def _request_attributes(request: ChatRequest) -> dict[str, Any]:
     return attributes
 
 
-def _response_attributes(last: ChatResponse | None) -> dict[str, Any]:
-    if last is None:
-        return {}
+def _response_attributes(call: Observation) -> dict[str, Any]:
+    """What the answer said: the model that answered, the finish reason, the usage."""
     attributes: dict[str, Any] = {}
-    model = last.additional_kwargs.get("model")
-    if isinstance(model, str) and model:
+    model = call.response_model
+    if model is not None:
         attributes["gen_ai.response.model"] = model
-    if last.finish_reason is not None:
-        attributes["gen_ai.response.finish_reasons"] = [last.finish_reason]
-    usage = last.usage
+    if call.finish_reason is not None:
+        attributes["gen_ai.response.finish_reasons"] = [call.finish_reason]
+    usage = call.usage
     if usage is not None:
         for name, value in (
             ("gen_ai.usage.input_tokens", usage.input_tokens),
@@ -371,18 +372,18 @@ def _image_part(block: ImageBlock, with_bytes: bool) -> dict[str, Any]:
     }
 
 
-def _output_messages(last: ChatResponse) -> str:
+def _output_messages(last: ChatResponse, tool_calls: Sequence[Mapping[str, Any]]) -> str:
     """The answer in the conventions' output-messages JSON shape."""
     parts: list[dict[str, Any]] = []
     if last.text:
         parts.append({"type": "text", "content": last.text})
-    for call in last.additional_kwargs.get("tool_calls") or ():
+    for tool_call in tool_calls:
         parts.append(
             {
                 "type": "tool_call",
-                "id": call.get("id"),
-                "name": call.get("name"),
-                "arguments": call.get("arguments"),
+                "id": tool_call.get("id"),
+                "name": tool_call.get("name"),
+                "arguments": tool_call.get("arguments"),
             }
         )
     message = {"role": "assistant", "parts": parts, "finish_reason": last.finish_reason or "error"}
