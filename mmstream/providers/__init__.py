@@ -87,8 +87,7 @@ def from_string(spec: str, **fields: Any) -> Provider:
     name = name.strip().lower()
     if name not in _REGISTRY:
         raise ConfigurationError(
-            f"unknown provider {name!r} in {spec!r}; the names are "
-            f"{', '.join(registered_names())}",
+            f"unknown provider {name!r} in {spec!r}; the names are {', '.join(registered_names())}",
             hint="Write it as 'NAME:MODEL' (e.g. 'openai:gpt-4o-mini'), or register your "
             "own provider class with mmstream.providers.register().",
         )
