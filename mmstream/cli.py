@@ -443,28 +443,37 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _call_failed(exc: MMStreamError, args: argparse.Namespace, out: _Output, err: TextIO) -> int:
+def _failed(
+    exc: MMStreamError, message: str, args: argparse.Namespace, out: _Output, err: TextIO
+) -> int:
+    """End a partial line, print the JSON failure line (with ``--json``) and the error."""
     out.end_line()
-    message = str(exc)
-    if exc.partial is not None:  # the partial answer is on stdout already
-        message = message.replace("; see .partial)", ", printed above)")
+    message = _one_line(message)
     if args.json:
         failure = {
             "done": False,
             "error": type(exc).__name__,
-            "message": _one_line(message),
+            "message": message,
             "text": exc.partial.text if exc.partial is not None else "",
         }
         out.write(json.dumps(failure, ensure_ascii=False) + "\n")
-    err.write(f"mmstream: error: {_one_line(message)}\n")
+    err.write(f"mmstream: error: {message}\n")
     return EXIT_ERROR
 
 
-def _configuration_failed(exc: ConfigurationError, err: TextIO) -> int:
+def _call_failed(exc: MMStreamError, args: argparse.Namespace, out: _Output, err: TextIO) -> int:
+    message = str(exc)
+    if exc.partial is not None:  # the partial answer is on stdout already
+        message = message.replace("; see .partial)", ", printed above)")
+    return _failed(exc, message, args, out, err)
+
+
+def _configuration_failed(
+    exc: ConfigurationError, args: argparse.Namespace, out: _Output, err: TextIO
+) -> int:
     # The class's generic hint gives way to the command line's; a raise site's own stays.
     text = exc.message if exc.hint == type(exc).hint else str(exc)
-    err.write(f"mmstream: error: {_one_line(text.rstrip('.'))}. {_CONFIG_HINT}\n")
-    return EXIT_ERROR
+    return _failed(exc, f"{text.rstrip('.')}. {_CONFIG_HINT}", args, out, err)
 
 
 def _run_complete(args: argparse.Namespace, usage: Callable[[str], NoReturn]) -> int:
@@ -482,7 +491,7 @@ def _run_complete(args: argparse.Namespace, usage: Callable[[str], NoReturn]) ->
         try:
             _check_configuration(provider)
         except ConfigurationError as exc:
-            return _configuration_failed(exc, err)
+            return _configuration_failed(exc, args, out, err)
         if args.model is None:
             err.write("mmstream: no --model given; answering with the offline provider\n")
             err.flush()
@@ -493,8 +502,7 @@ def _run_complete(args: argparse.Namespace, usage: Callable[[str], NoReturn]) ->
         }
         anyio.run(_stream, provider, _messages(args), options, args, out, backend=args.backend)
     except ConfigurationError as exc:
-        out.end_line()
-        return _configuration_failed(exc, err)
+        return _configuration_failed(exc, args, out, err)
     except MMStreamError as exc:
         return _call_failed(exc, args, out, err)
     except KeyboardInterrupt:

@@ -286,6 +286,16 @@ def test_missing_configuration_is_reported_before_any_image_is_read(
     assert "--api-key-file PATH, --api-key-stdin or --api-key KEY give the key" in line
 
 
+def test_missing_configuration_in_json_ends_with_a_failure_object() -> None:
+    result = run("complete", "hi", "--model", "openai:gpt-4o-mini", "--json")
+    assert result.returncode == 1
+    (failure,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert failure["done"] is False
+    assert failure["error"] == "ConfigurationError"
+    assert "OPENAI_API_KEY" in failure["message"]
+    assert failure["text"] == ""
+
+
 def test_an_unreachable_server_is_a_one_line_error() -> None:
     port = free_port()
     result = run(
