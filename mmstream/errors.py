@@ -1,8 +1,10 @@
 """The exceptions mmstream raises, grouped by what the caller can do about them.
 
-Every error is an :class:`MMStreamError`; no foreign exception (httpx, anyio,
-PIL, json) escapes a public call. An error raised after output began carries
-``partial``, the :class:`~mmstream.ChatResponse` received so far.
+Every error is an [`MMStreamError`][mmstream.errors.MMStreamError]; no foreign
+exception (httpx, anyio, PIL, json) escapes a public call. An error raised after
+output began carries `partial`, the [`ChatResponse`][mmstream.ChatResponse]
+received so far. Each message ends with a hint, what to do about it: the class's
+`hint`, or a fitting one the raise site passed (`hint=...`).
 
 ```
 MMStreamError                     .partial, .provider
@@ -28,8 +30,8 @@ MMStreamError                     .partial, .provider
     └── IncompleteStreamError     the stream ended without the provider's completion signal
 ```
 
-``retryable`` says whether repeating the same request may succeed; the
-:class:`~mmstream.middleware.Retry` middleware reads it.
+`retryable` says whether repeating the same request may succeed; the
+[`Retry`][mmstream.middleware.Retry] middleware reads it.
 """
 
 from __future__ import annotations
@@ -70,13 +72,16 @@ class MMStreamError(Exception):
     """The root of every mmstream error.
 
     Args:
-        message: what went wrong, ending with what to do about it.
+        message: what went wrong.
         provider: the provider's name (``"openai"``, ...), when one was involved.
         partial: the response received before the error, if output had begun.
+        hint: what to do about it, when the class's own `hint` does not fit this
+            raise site (``""`` for none); it ends the message.
     """
 
     retryable: ClassVar[bool] = False
-    hint: ClassVar[str] = ""
+    #: What to do about this kind of error; ends the message unless it is already in it.
+    hint: str = ""
 
     def __init__(
         self,
@@ -84,11 +89,14 @@ class MMStreamError(Exception):
         *,
         provider: str | None = None,
         partial: ChatResponse | None = None,
+        hint: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.provider = provider
         self.partial = partial
+        if hint is not None:
+            self.hint = hint
 
     def __str__(self) -> str:
         text = self.message
@@ -137,8 +145,9 @@ class InvalidImageError(InvalidRequestError):
         *,
         image_index: int | None = None,
         provider: str | None = None,
+        hint: str | None = None,
     ) -> None:
-        super().__init__(message, provider=provider)
+        super().__init__(message, provider=provider, hint=hint)
         self.image_index = image_index
 
 
@@ -194,8 +203,9 @@ class APIError(MMStreamError):
         retry_after: float | None = None,
         body: str | None = None,
         partial: ChatResponse | None = None,
+        hint: str | None = None,
     ) -> None:
-        super().__init__(message, provider=provider, partial=partial)
+        super().__init__(message, provider=provider, partial=partial, hint=hint)
         self.status = status
         self.type = type
         self.code = code
@@ -306,8 +316,9 @@ class APITimeoutError(APIConnectionError):
         kind: str,
         provider: str | None = None,
         partial: ChatResponse | None = None,
+        hint: str | None = None,
     ) -> None:
-        super().__init__(message, provider=provider, partial=partial)
+        super().__init__(message, provider=provider, partial=partial, hint=hint)
         self.kind = kind
 
 

@@ -244,11 +244,24 @@ class MultiModalLLM:
         **provider_fields: with a string ``provider``, fields for it (``api_key=...``).
 
     Example:
+        In async code (asyncio or trio), the `a`-methods:
+
         ```python
-        llm = MultiModalLLM("offline:default")
-        resp = await llm.acomplete("What is this?", [ImageDocument(image_path="cat.jpg")])
-        for chunk in llm.stream_complete("Describe it", [ImageDocument(image_path="cat.jpg")]):
-            print(chunk.delta, end="")
+        picture = ImageDocument(image_path="cat.jpg")
+        async with MultiModalLLM("offline:default") as llm:
+            resp = await llm.acomplete("What is this?", [picture])
+            async with llm.astream_complete("Describe it", [picture]) as stream:
+                async for chunk in stream:
+                    print(chunk.delta, end="")
+        ```
+
+        In a script, without an event loop, their blocking twins:
+
+        ```python
+        with MultiModalLLM("offline:default") as llm:
+            resp = llm.complete("What is this?", [picture])
+            for chunk in llm.stream_complete("Describe it", [picture]):
+                print(chunk.delta, end="")
         ```
     """
 

@@ -236,13 +236,15 @@ class TestServer:
     """A loopback server speaking OpenAI, Azure OpenAI, Anthropic, Gemini and Ollama.
 
     Use it as an async context manager (asyncio or trio), from a thread
-    (:meth:`start_in_thread`), from pytest (the ``mmstream_server`` fixture of
-    ``mmstream.testing.pytest_plugin``) or from the shell (``python -m
-    mmstream.testing``). It records every request, counts connections,
-    notices clients that leave mid-stream, and misbehaves on demand.
+    ([`start_in_thread`][mmstream.testing.TestServer.start_in_thread]), from
+    pytest (the ``mmstream_server`` fixture of ``mmstream.testing.pytest_plugin``)
+    or from the shell (``python -m mmstream.testing``). It records every request,
+    counts connections, notices clients that leave mid-stream, and misbehaves on
+    demand.
 
     Args:
-        script: the default answer shape for every request (see :class:`Script`).
+        script: the default answer shape for every request (see
+            [`Script`][mmstream.testing.Script]).
         api_key: the only key accepted; ``None`` accepts any non-empty key.
         require_auth: ``False`` skips the providers' key and header checks.
         host: the address to listen on (loopback by default).
@@ -382,7 +384,11 @@ class TestServer:
         return self.disconnects[count - 1]
 
     def wait_disconnect_blocking(self, timeout: float = 5.0, *, count: int = 1) -> Disconnect:
-        """:meth:`wait_disconnect` for a server started with :meth:`start_in_thread`."""
+        """`wait_disconnect`, for a server started with `start_in_thread` (from its thread).
+
+        See [`wait_disconnect`][mmstream.testing.TestServer.wait_disconnect] and
+        [`start_in_thread`][mmstream.testing.TestServer.start_in_thread].
+        """
         if self._portal is None:
             raise RuntimeError("wait_disconnect_blocking() needs a server from start_in_thread()")
         return self._portal.call(lambda: self.wait_disconnect(timeout, count=count))
@@ -428,7 +434,7 @@ class TestServer:
 
         Args:
             backend: ``"asyncio"`` or ``"trio"``.
-            kwargs: :class:`TestServer` arguments.
+            kwargs: [`TestServer`][mmstream.testing.TestServer] arguments.
         """
         server = cls(**kwargs)
         with start_blocking_portal(backend) as portal, portal.wrap_async_context_manager(server):
