@@ -72,6 +72,6 @@ __all__ = [
     "split_text",
 ]
 
-#: the ``url_access`` call option that lets mmstream download from this server (and
-#: any other loopback address): for tests only, never for user-supplied URLs.
 ALLOW_LOOPBACK = URLAccess(allow=["127.0.0.0/8", "::1", "localhost"])
+"""The ``url_access`` call option that lets mmstream download from this server (and any
+other loopback address): for tests only, never for user-supplied URLs."""

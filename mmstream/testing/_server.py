@@ -332,8 +332,10 @@ class TestServer:
         ``serial`` counts the requests the server received (1, 2, ...) and
         ``prompt`` is the text of the request's last user message, so a rule can
         fault the tenth request, or every request about one prompt, whatever the
-        order the requests arrive in. Faults queued with :meth:`inject` come
-        first; the ``x-mmstream-fault`` header wins over both. :meth:`clear`
+        order the requests arrive in. Faults queued with
+        [`inject`][mmstream.testing.TestServer.inject] come
+        first; the ``x-mmstream-fault`` header wins over both.
+        [`clear`][mmstream.testing.TestServer.clear]
         drops the rules.
         """
         if not faults:
