@@ -18,6 +18,7 @@ status and message without a handler of their own.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import io
 from collections.abc import Collection, Mapping
 from typing import Any, Final, final
@@ -415,14 +416,15 @@ async def read_form(
         max_field_bytes=max_field_bytes,
     )
     parser = MultipartParser(boundary, reader.callbacks())  # type: ignore[arg-type]
-    async for chunk in request.stream():
-        reader.received += len(chunk)
-        if reader.received > max_body:
-            raise reader.fail(f"the form is larger than the {_size(max_body)} accepted", 413)
-        try:
-            parser.write(chunk)
-        except FormParserError as exc:
-            raise reader.fail(f"the form is malformed ({exc})", 400) from exc
+    async with contextlib.aclosing(request.stream()) as body:
+        async for chunk in body:
+            reader.received += len(chunk)
+            if reader.received > max_body:
+                raise reader.fail(f"the form is larger than the {_size(max_body)} accepted", 413)
+            try:
+                parser.write(chunk)
+            except FormParserError as exc:
+                raise reader.fail(f"the form is malformed ({exc})", 400) from exc
     parser.finalize()
     if not reader.ended:
         raise reader.fail("the form ended before its closing boundary", 400)
