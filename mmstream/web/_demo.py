@@ -16,7 +16,7 @@ import html
 import importlib.resources
 import sys
 from collections.abc import AsyncIterator
-from typing import TextIO
+from typing import Any, TextIO
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -118,9 +118,19 @@ def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
     try:
         anyio.run(main, backend=args.backend)
-    except KeyboardInterrupt:
-        stream.write("stopped\n")
     except (MMStreamError, OSError) as exc:
         sys.stderr.write(f"mmstream: error: {exc}\n")
         return 1
+    except BaseException as exc:
+        if not _interrupted(exc):
+            raise
+        stream.write("stopped\n")
     return 0
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Ctrl+C, also as it comes out of a task group (inside an exception group)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    inner: Any = getattr(exc, "exceptions", None) or ()
+    return bool(inner) and all(_interrupted(e) for e in inner)
