@@ -36,6 +36,7 @@ def test_all_is_sorted_and_complete() -> None:
         "cli",
         "pipeline",
         "testing",
+        "web",
     }
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import io
-from collections.abc import Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from typing import Any, Final, final
 
 import attrs
@@ -50,6 +50,10 @@ _VERIFIED = frozenset(
 
 #: Bytes of a file's start that are enough to sniff its type.
 _SNIFF_BYTES = 32
+
+#: What is read (and dropped) of a refused body at most, for the client to hear the answer.
+_DRAIN_BYTES = 64 * KiB
+_DRAIN_SECONDS = 1.0
 
 #: Room for the multipart framing (boundaries, part headers) in the body limit.
 _FRAMING_BYTES = 64 * KiB
@@ -337,6 +341,23 @@ class _Reader:
         self.ended = True
 
 
+async def _drain(body: AsyncIterator[bytes]) -> None:
+    """Read and drop what is left of a refused body, up to a little, so the client hears why.
+
+    A server that closes a connection with unread bytes makes the client's system
+    reset it, and the client may lose the answer; a small form is read to its end
+    (at most ``_DRAIN_BYTES`` and ``_DRAIN_SECONDS``), a big one is cut.
+    """
+    import anyio
+
+    dropped = 0
+    with anyio.move_on_after(_DRAIN_SECONDS):
+        async for chunk in body:
+            dropped += len(chunk)
+            if dropped > _DRAIN_BYTES:
+                return
+
+
 def _verify_image(data: bytes) -> str | None:
     """Open the image's header with Pillow; the reason it cannot be read, or ``None``."""
     from PIL import Image, UnidentifiedImageError
@@ -417,14 +438,20 @@ async def read_form(
     )
     parser = MultipartParser(boundary, reader.callbacks())  # type: ignore[arg-type]
     async with contextlib.aclosing(request.stream()) as body:
-        async for chunk in body:
-            reader.received += len(chunk)
-            if reader.received > max_body:
-                raise reader.fail(f"the form is larger than the {_size(max_body)} accepted", 413)
-            try:
-                parser.write(chunk)
-            except FormParserError as exc:
-                raise reader.fail(f"the form is malformed ({exc})", 400) from exc
+        try:
+            async for chunk in body:
+                reader.received += len(chunk)
+                if reader.received > max_body:
+                    raise reader.fail(
+                        f"the form is larger than the {_size(max_body)} accepted", 413
+                    )
+                try:
+                    parser.write(chunk)
+                except FormParserError as exc:
+                    raise reader.fail(f"the form is malformed ({exc})", 400) from exc
+        except UploadError:
+            await _drain(body)
+            raise
     parser.finalize()
     if not reader.ended:
         raise reader.fail("the form ended before its closing boundary", 400)
