@@ -113,10 +113,9 @@ async def test_a_client_disconnect_closes_the_upstream_call(
     async with llm, serving(app) as url, httpx.AsyncClient(base_url=url) as client:
         async with client.stream("POST", "/chat", json={"q": "a long answer"}) as response:
             events = await read_events(response, limit=3)
-        left = anyio.current_time()  # the browser is gone: its connection is closed
+        # The browser is gone (its connection closed): within a second, so is the upstream.
         disconnect = await server.wait_disconnect(timeout=1.0)
         record = await wait_for(records)
-        assert anyio.current_time() - left < 1.0
     assert [name for name, _ in events] == ["text"] * 3
     assert 3 <= disconnect.chunks_sent < 400
     assert disconnect.request.path == "/v1/chat/completions"

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, final
 
 from attrs import define, field
 
@@ -149,6 +149,7 @@ def _strings(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(values)
 
 
+@final
 @define
 class EventEncoder:
     """Per-stream state of the relay: chunks in, SSE bytes out (sans-I/O, like the decoders).
