@@ -39,6 +39,7 @@ def test_all_is_sorted_and_complete() -> None:
         "pipeline",
         "testing",
         "batch",
+        "web",
     }
 
 

@@ -80,6 +80,9 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
         "--backend", choices=("asyncio", "trio"), default="asyncio", help="event loop to run on"
     )
+    # The web demo (mmstream.web, extra mmstream[web]) instead of the test server.
+    parser.add_argument("--ui", action="store_true", help="serve the web demo page instead")
+    parser.add_argument("--model", "-m", default=None, help="with --ui: provider:model to ask")
     return parser
 
 
@@ -115,6 +118,13 @@ def _announce(base: str, api_key: str | None, out: TextIO) -> None:
 
 def run_serve(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Serve until interrupted; returns the exit status (0, or 1 when it cannot listen)."""
+    if getattr(args, "ui", False):
+        try:
+            from mmstream.web._demo import run_demo
+        except ImportError as exc:  # mmstream[web] is not installed; the message says so
+            sys.stderr.write(f"mmstream: error: {exc}\n")
+            return 1
+        return run_demo(args, out)
     import anyio
 
     from mmstream.testing._script import Script
