@@ -11,6 +11,11 @@ table gives the median over the runs of that longest stall, and the worst.
 ``httpx.MockTransport``: images, ``build_request`` and the JSON body included.
 Both asyncio and trio are measured.
 
+The second table is about small images: 100 calls at once, each with its own
+64x48 PNG (new bytes, so no cache answers), prepared on the event loop; beside
+it the floor of the old way, one worker-thread hop per image, and the threads
+each way leaves behind.
+
 Run: ``python benchmarks/bench_images.py [--repeat 3]``
 """
 
@@ -22,6 +27,7 @@ import io
 import os
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +37,7 @@ import anyio
 import mmstream as mm
 from mmstream import images
 from mmstream.images import ImagePolicy
+from mmstream.media.fit import load_pillow
 from mmstream.providers import Offline
 from mmstream.request import ChatRequest
 
@@ -211,6 +218,44 @@ async def end_to_end(backend: str, photo: bytes, repeat: int) -> list[tuple[str,
     return rows
 
 
+def tiny_png(index: int) -> bytes:
+    """A 64x48 PNG of its own (one pixel differs), a few hundred bytes."""
+    from PIL import Image
+
+    picture = Image.new("RGB", (64, 48), (30, 120, 200))
+    picture.putpixel((index % 64, index // 64 % 48), (index % 256, 0, 0))
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+async def tiny(backend: str, repeat: int, count: int = 100) -> list[tuple[str, ...]]:
+    """``count`` concurrent preparations of distinct tiny PNGs: on the loop vs a thread hop each."""
+    import anyio.to_thread
+
+    load_pillow()
+    policy = images.OPENAI_POLICY
+    rows: list[tuple[str, ...]] = []
+    for label in ("on the event loop (mmstream)", "a thread hop each (floor of the old way)"):
+        times: list[float] = []
+        threads = 0
+        for run_index in range(repeat):
+            pngs = [tiny_png(run_index * count + i) for i in range(count)]
+            images.clear_cache()
+            before = threading.active_count()
+            start = time.perf_counter()
+            async with anyio.create_task_group() as group:
+                for png in pngs:
+                    if label.startswith("on"):
+                        group.start_soon(images.prepare_request, make_request(png, policy))
+                    else:
+                        group.start_soon(anyio.to_thread.run_sync, len, png)
+            times.append(time.perf_counter() - start)
+            threads = max(threads, threading.active_count() - before)
+        rows.append((backend, label, f"{statistics.median(times) * 1000:.2f}", f"+{threads}"))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs per policy (median time)")
@@ -222,6 +267,16 @@ def main() -> None:
     rows: list[tuple[str, ...]] = [header]
     for backend in ("asyncio", "trio"):
         rows += anyio.run(run, backend, photo, args.repeat, backend=backend)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for index, row in enumerate(rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        if index == 0:
+            print("  ".join("-" * width for width in widths))
+    print()
+    header = ("backend", "100 tiny PNGs at once", "ms", "threads left")
+    rows = [header]
+    for backend in ("asyncio", "trio"):
+        rows += anyio.run(tiny, backend, args.repeat, backend=backend)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for index, row in enumerate(rows):
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))

@@ -38,6 +38,7 @@ from mmstream.errors import (
     ClosedError,
     ConfigurationError,
     ContentFilterError,
+    ForbiddenURLError,
     IncompleteStreamError,
     InvalidArgumentError,
     InvalidImageError,
@@ -59,6 +60,8 @@ from mmstream.responses import ChatResponse, CompletionResponse, FinishReason, U
 from mmstream.transport import Transport
 
 if _typing.TYPE_CHECKING:
+    from mmstream import media as media
+    from mmstream.media.netguard import URLAccess
     from mmstream.pipeline import MultiModalChatComponent, MultiModalCompleteComponent
 
 __all__ = [
@@ -78,6 +81,7 @@ __all__ = [
     "ContentBlock",
     "ContentFilterError",
     "FinishReason",
+    "ForbiddenURLError",
     "HTTPRequest",
     "ImageBlock",
     "ImageDocument",
@@ -104,9 +108,11 @@ __all__ = [
     "TextBlock",
     "Timeouts",
     "Transport",
+    "URLAccess",
     "Usage",
     "__version__",
     "errors",
+    "media",
     "middleware",
     "providers",
 ]
@@ -115,6 +121,8 @@ __all__ = [
 _LAZY = {
     "MultiModalChatComponent": "mmstream.pipeline",
     "MultiModalCompleteComponent": "mmstream.pipeline",
+    "URLAccess": "mmstream.media.netguard",
+    "media": "mmstream.media",
 }
 
 for _name in __all__:
@@ -130,8 +138,10 @@ def __getattr__(name: str) -> _typing.Any:
         raise AttributeError(f"module 'mmstream' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(module), name)
-    value.__module__ = "mmstream"
+    imported = importlib.import_module(module)
+    value = imported if module == f"mmstream.{name}" else getattr(imported, name)
+    if isinstance(value, type):
+        value.__module__ = "mmstream"
     globals()[name] = value
     return value
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from mmstream.errors import MMStreamError, ProviderProtocolError
+from mmstream.request import Timeouts
 from mmstream.responses import ChatResponse
 
 if TYPE_CHECKING:
@@ -36,13 +37,16 @@ async def chunks(request: ChatRequest, transport: Transport) -> AsyncIterator[Ch
 async def batches(request: ChatRequest, transport: Transport) -> AsyncIterator[list[ChatResponse]]:
     """Images, provider request, transport, decoder: the chunks of each network read."""
     provider = request.provider
-    from mmstream.images import prepare_request  # on first use: keeps `import mmstream` light
+    from mmstream.media.prepare import (
+        prepare_request,  # on first use: keeps `import mmstream` light
+    )
 
-    request = await prepare_request(request, client=transport.client())
+    deadline = _deadline(request, transport)  # the total timeout covers preparing the images
+    request = await prepare_request(request, transport=transport, deadline=deadline)
     http_request = provider.build_request(request)
     decoder = provider.new_decoder(request)
     last: ChatResponse | None = None
-    body = transport.stream(http_request, provider)
+    body = transport.stream(http_request, provider, deadline=deadline)
     try:
         async for data in body:
             try:
@@ -77,6 +81,17 @@ async def batches(request: ChatRequest, transport: Transport) -> AsyncIterator[l
         raise
     finally:
         await body.aclose()  # type: ignore[attr-defined]
+
+
+def _deadline(request: ChatRequest, transport: Transport) -> float | None:
+    """When the call's total timeout ends, on the ``anyio.current_time()`` clock (or ``None``)."""
+    timeout = request.options.timeout
+    total = (transport.timeouts if timeout is None else Timeouts.from_value(timeout)).total
+    if total is None:
+        return None
+    import anyio
+
+    return anyio.current_time() + total
 
 
 def _protocol_error(provider: Provider, exc: Exception) -> ProviderProtocolError:

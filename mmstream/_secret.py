@@ -1,4 +1,4 @@
-"""A string that never shows itself: API keys live in :class:`Secret`."""
+"""A string that never shows itself: API keys live in [`Secret`][mmstream.Secret]."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 The names follow LlamaIndex (``ChatMessage``, ``MessageRole``, ``TextBlock``,
 ``ImageBlock``, ``ImageDocument``) so its users feel at home. Everything here is
 a frozen value: pure, no I/O; images are loaded and fitted later, off the event
-loop, by :mod:`mmstream.images`.
+loop, by [`mmstream.media`][mmstream.media].
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ import binascii
 import enum
 import io
 import os
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union, final
@@ -29,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ChatMessage",
     "ContentBlock",
+    "EncodedImage",
     "ImageBlock",
     "ImageDocument",
     "ImageInput",
@@ -139,39 +138,11 @@ def _decode_base64(value: str | bytes) -> bytes:
             raise InvalidImageError(f"image is not valid base64 text ({exc})") from exc
 
 
-#: base64 texts made by ``ImageDocument.from_bytes``, with the bytes they encode, so
-#: that turning the document into a block (at call time, on the event loop) does not
-#: decode megabytes of base64 again. Keyed by identity; each entry holds its text, so
-#: an id is never reused while it is cached. Bounded in entries and bytes.
-_encoded: OrderedDict[int, tuple[str, bytes]] = OrderedDict()
-_encoded_lock = threading.Lock()
-_ENCODED_ENTRIES = 16
-_ENCODED_BYTES = 64 * 1024 * 1024
-
-
-def _remember_encoded(text: str, data: bytes) -> None:
-    if len(data) > _ENCODED_BYTES // 4:
-        return
-    with _encoded_lock:
-        _encoded[id(text)] = (text, data)
-        total = sum(len(entry[1]) for entry in _encoded.values())
-        while len(_encoded) > _ENCODED_ENTRIES or total > _ENCODED_BYTES:
-            _, (_, dropped) = _encoded.popitem(last=False)
-            total -= len(dropped)
-
-
-def _known_bytes(text: str) -> bytes | None:
-    with _encoded_lock:
-        entry = _encoded.get(id(text))
-    return entry[1] if entry is not None and entry[0] is text else None
-
-
 def _to_image_bytes(value: bytes | bytearray | memoryview | str | None) -> bytes | None:
     if value is None:
         return None
     if isinstance(value, str):
-        known = _known_bytes(value)
-        return known if known is not None else _decode_base64(value)
+        return _decode_base64(value)
     return bytes(value)
 
 
@@ -190,6 +161,26 @@ class TextBlock:
 
     text: str = field(validator=_text)
     block_type: Literal["text"] = field(default="text", init=False, repr=False)
+
+
+@final
+@frozen
+class EncodedImage:
+    """An inline image as a request body carries it: base64 text and the real MIME type.
+
+    Image preparation makes one for every inline image of a call (off the event
+    loop when the image is large) and puts it on the prepared
+    [`ImageBlock`][mmstream.content.ImageBlock], so a provider copies it into its
+    wire format without encoding anything.
+    """
+
+    base64: str = field(repr=False)
+    mimetype: str
+
+    @property
+    def data_url(self) -> str:
+        """The image as a ``data:`` URL (what OpenAI and Azure take inline)."""
+        return f"data:{self.mimetype};base64,{self.base64}"
 
 
 _URL_PREFIXES = ("http://", "https://", "data:")
@@ -216,6 +207,8 @@ class ImageBlock:
     image_mimetype: str | None = field(default=None, validator=_optional_text)
     detail: str | None = field(default=None, validator=_optional_text)
     block_type: Literal["image"] = field(default="image", init=False, repr=False)
+    #: the wire form, set on the blocks of a prepared request (see ``from_encoded``).
+    encoded: EncodedImage | None = field(default=None, init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self.image is None and self.path is None and self.url is None:
@@ -228,6 +221,20 @@ class ImageBlock:
             object.__setattr__(self, "url", None)
             if self.image_mimetype is None and mimetype:
                 object.__setattr__(self, "image_mimetype", mimetype)
+
+    @classmethod
+    def from_encoded(
+        cls, data: bytes, encoded: EncodedImage, *, detail: str | None = None
+    ) -> ImageBlock:
+        """A block of ``data`` that carries its wire form, ``encoded`` (its base64 and type).
+
+        This is what image preparation hands the provider; ``encoded`` must be
+        the base64 text of ``data`` (it is not checked, so that nothing is
+        encoded twice). ``attrs.evolve`` of such a block drops the wire form.
+        """
+        block = cls(image=data, image_mimetype=encoded.mimetype, detail=detail)
+        object.__setattr__(block, "encoded", encoded)
+        return block
 
     @classmethod
     def from_pil(cls, image: PILImage, *, format: str = "PNG", **kwargs: Any) -> ImageBlock:
@@ -347,11 +354,11 @@ class ChatMessage:
     """One message of a conversation: a role and typed content blocks.
 
     ``content`` is the plain-text shortcut, as in LlamaIndex:
-    ``ChatMessage(role="user", content="hi")`` holds one :class:`TextBlock`,
+    ``ChatMessage(role="user", content="hi")`` holds one [`TextBlock`][mmstream.TextBlock],
     and reading ``message.content`` joins the text blocks.
 
     Args:
-        role: a :class:`MessageRole` or its value (``"user"``, ...).
+        role: a [`MessageRole`][mmstream.MessageRole] or its value (``"user"``, ...).
         content: text for a single text block (use ``blocks`` for more).
         blocks: the content blocks, in order.
         additional_kwargs: provider-specific extras (tool call ids, names, ...).
@@ -400,7 +407,8 @@ class ImageDocument:
     """An image passed to ``complete``, as LlamaIndex's ``ImageDocument`` has it.
 
     Give one of ``image`` (base64 text), ``image_path`` or ``image_url``; use
-    :meth:`from_bytes` or :meth:`from_pil` for raw bytes and PIL images.
+    [`from_bytes`][mmstream.ImageDocument.from_bytes] or
+    [`from_pil`][mmstream.ImageDocument.from_pil] for raw bytes and PIL images.
     """
 
     image: str | None = field(default=None, repr=False, validator=_base64_text)
@@ -409,6 +417,8 @@ class ImageDocument:
     image_mimetype: str | None = field(default=None, validator=_optional_text)
     text: str = field(default="", validator=_text)
     metadata: Mapping[str, Any] = field(factory=dict, eq=False, validator=_mapping)
+    # The bytes ``image`` encodes, when ``from_bytes`` made it: not decoded again.
+    _raw: bytes | None = field(default=None, init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if self.image is None and self.image_path is None and self.image_url is None:
@@ -420,12 +430,12 @@ class ImageDocument:
     def from_bytes(cls, data: bytes, **kwargs: Any) -> ImageDocument:
         """Wrap raw image bytes (kept as base64 text, as LlamaIndex has it).
 
-        The bytes are remembered, so the call does not decode the text again.
+        The document keeps the bytes too, so the call does not decode the text again.
         """
         raw = bytes(_raw_bytes(data))
-        text = base64.b64encode(raw).decode("ascii")
-        _remember_encoded(text, raw)
-        return cls(image=text, **kwargs)
+        document = cls(image=base64.b64encode(raw).decode("ascii"), **kwargs)
+        object.__setattr__(document, "_raw", raw)
+        return document
 
     @classmethod
     def from_pil(cls, image: PILImage, *, format: str = "PNG", **kwargs: Any) -> ImageDocument:
@@ -477,9 +487,9 @@ class ImageDocument:
         )
 
     def to_block(self) -> ImageBlock:
-        """The same image as a message :class:`ImageBlock`."""
+        """The same image as a message [`ImageBlock`][mmstream.ImageBlock]."""
         return ImageBlock(
-            image=self.image,
+            image=self._raw if self._raw is not None else self.image,
             path=self.image_path,
             url=self.image_url,
             image_mimetype=self.image_mimetype,

@@ -1,8 +1,10 @@
 """The exceptions mmstream raises, grouped by what the caller can do about them.
 
-Every error is an :class:`MMStreamError`; no foreign exception (httpx, anyio,
-PIL, json) escapes a public call. An error raised after output began carries
-``partial``, the :class:`~mmstream.ChatResponse` received so far.
+Every error is an [`MMStreamError`][mmstream.errors.MMStreamError]; no foreign
+exception (httpx, anyio, PIL, json) escapes a public call. An error raised after
+output began carries `partial`, the [`ChatResponse`][mmstream.ChatResponse]
+received so far. Each message ends with a hint, what to do about it: the class's
+`hint`, or a fitting one the raise site passed (`hint=...`).
 
 ```
 MMStreamError                     .partial, .provider
@@ -10,7 +12,8 @@ MMStreamError                     .partial, .provider
 ├── ClosedError                   the LLM was closed (or Python is exiting): use an open one
 ├── InvalidRequestError           local: we or the caller built something the provider won't take
 │   ├── InvalidArgumentError      an argument of the wrong type or value (.argument); a ValueError
-│   └── InvalidImageError         an image that cannot be read, sniffed or fitted (.image_index)
+│   ├── InvalidImageError         an image that cannot be read, sniffed or fitted (.image_index)
+│   └── ForbiddenURLError         a URL mmstream will not download from (.rule, .url)
 ├── APIError                      remote: the provider answered with an error
 │   │                             (.status, .type, .code, .request_id, .body)
 │   ├── BadRequestError           400 / 422
@@ -29,8 +32,8 @@ MMStreamError                     .partial, .provider
     └── IncompleteStreamError     the stream ended without the provider's completion signal
 ```
 
-``retryable`` says whether repeating the same request may succeed; the
-:class:`~mmstream.middleware.Retry` middleware reads it.
+`retryable` says whether repeating the same request may succeed; the
+[`Retry`][mmstream.middleware.Retry] middleware reads it.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ __all__ = [
     "ClosedError",
     "ConfigurationError",
     "ContentFilterError",
+    "ForbiddenURLError",
     "IncompleteStreamError",
     "InvalidArgumentError",
     "InvalidImageError",
@@ -72,13 +76,16 @@ class MMStreamError(Exception):
     """The root of every mmstream error.
 
     Args:
-        message: what went wrong, ending with what to do about it.
+        message: what went wrong.
         provider: the provider's name (``"openai"``, ...), when one was involved.
         partial: the response received before the error, if output had begun.
+        hint: what to do about it, when the class's own `hint` does not fit this
+            raise site (``""`` for none); it ends the message.
     """
 
     retryable: ClassVar[bool] = False
-    hint: ClassVar[str] = ""
+    #: What to do about this kind of error; ends the message unless it is already in it.
+    hint: str = ""
 
     def __init__(
         self,
@@ -86,11 +93,14 @@ class MMStreamError(Exception):
         *,
         provider: str | None = None,
         partial: ChatResponse | None = None,
+        hint: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.provider = provider
         self.partial = partial
+        if hint is not None:
+            self.hint = hint
 
     def __str__(self) -> str:
         text = self.message
@@ -163,8 +173,35 @@ class InvalidImageError(InvalidRequestError):
         *,
         image_index: int | None = None,
         provider: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, provider=provider, hint=hint)
+        self.image_index = image_index
+
+
+class ForbiddenURLError(InvalidRequestError):
+    """A URL mmstream was asked to download from is refused; nothing was fetched.
+
+    ``rule`` names the rule that refused it (``"loopback"``, ``"private"``,
+    ``"link-local"``, ``"credentials"``, ...); ``url`` is the URL without its
+    credentials, query or fragment; ``image_index`` the image's position (0-based)
+    when the URL is an image's.
+    """
+
+    hint = "Pass the image inline, or allow the host with the url_access option."
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        rule: str,
+        url: str,
+        image_index: int | None = None,
+        provider: str | None = None,
     ) -> None:
         super().__init__(message, provider=provider)
+        self.rule = rule
+        self.url = url
         self.image_index = image_index
 
 
@@ -194,8 +231,9 @@ class APIError(MMStreamError):
         retry_after: float | None = None,
         body: str | None = None,
         partial: ChatResponse | None = None,
+        hint: str | None = None,
     ) -> None:
-        super().__init__(message, provider=provider, partial=partial)
+        super().__init__(message, provider=provider, partial=partial, hint=hint)
         self.status = status
         self.type = type
         self.code = code
@@ -306,8 +344,9 @@ class APITimeoutError(APIConnectionError):
         kind: str,
         provider: str | None = None,
         partial: ChatResponse | None = None,
+        hint: str | None = None,
     ) -> None:
-        super().__init__(message, provider=provider, partial=partial)
+        super().__init__(message, provider=provider, partial=partial, hint=hint)
         self.kind = kind
 
 

@@ -95,13 +95,24 @@ class MultiModalLLM:
         InvalidArgumentError: an argument of the wrong type or value.
 
     Example:
+        In async code (asyncio or trio), the `a`-methods:
+
         ```python
-        llm = MultiModalLLM("offline:default")
-        resp = await llm.acomplete("What is this?", [ImageDocument(image_path="cat.jpg")])
-        cat = ImageDocument(image_path="cat.jpg")
-        async for chunk in llm.astream_complete("Describe it", [cat]):
-            print(chunk.delta, end="")
-        await llm.aclose()
+        picture = ImageDocument(image_path="cat.jpg")
+        async with MultiModalLLM("offline:default") as llm:
+            resp = await llm.acomplete("What is this?", [picture])
+            async with llm.astream_complete("Describe it", [picture]) as stream:
+                async for chunk in stream:
+                    print(chunk.delta, end="")
+        ```
+
+        In a script, without an event loop, their blocking twins:
+
+        ```python
+        with MultiModalLLM("offline:default") as llm:
+            resp = llm.complete("What is this?", [picture])
+            for chunk in llm.stream_complete("Describe it", [picture]):
+                print(chunk.delta, end="")
         ```
     """
 

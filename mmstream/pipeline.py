@@ -1,10 +1,12 @@
 """Pipeline components: an LLM call as a step with named inputs and outputs.
 
-:class:`MultiModalCompleteComponent` is LlamaIndex's query-pipeline component
+[`MultiModalCompleteComponent`][mmstream.pipeline.MultiModalCompleteComponent] is LlamaIndex's
+query-pipeline component
 for multi-modal LLMs (same input keys, output key, ``streaming`` flag and
 validation errors), so code written against it keeps working.
-:class:`MultiModalChatComponent` does the same for conversations, and
-:meth:`~MultiModalCompleteComponent.then` chains components: the output of
+[`MultiModalChatComponent`][mmstream.pipeline.MultiModalChatComponent] does the same for
+conversations, and
+`then` chains components: the output of
 one step feeds the next.
 
 Example:
@@ -208,12 +210,12 @@ class _LLMComponent:
 
     @property
     def input_keys(self) -> frozenset[str]:
-        """The names :meth:`run` takes."""
+        """The names `run` takes."""
         return self._input_keys
 
     @property
     def output_keys(self) -> frozenset[str]:
-        """The names :meth:`run` returns: ``{"output"}``."""
+        """The names `run` returns: ``{"output"}``."""
         return frozenset({"output"})
 
     def partial(self: C, **inputs: Any) -> C:
@@ -256,22 +258,23 @@ class MultiModalCompleteComponent(_LLMComponent):
     """LlamaIndex's multi-modal completion component: ``prompt`` and images in, ``output`` out.
 
     ``run(prompt=..., image_documents=[...])`` returns ``{"output": response}``:
-    the :class:`~mmstream.CompletionResponse`, or with ``streaming=True`` the
-    stream itself (a sync stream from :meth:`run`, an async one from
-    :meth:`arun`). A prompt that is not a string is converted to text when it
+    the [`CompletionResponse`][mmstream.CompletionResponse], or with ``streaming=True`` the
+    stream itself (a sync stream from `run`, an async one from
+    [`arun`][mmstream.pipeline.MultiModalCompleteComponent.arun]). A prompt that is not a string is
+    converted to text when it
     has one (a response, a drained stream, ``str()``).
 
     Args:
         multi_modal_llm: the LLM to call.
         streaming: return the stream instead of the final response.
         options: call options for every call (``temperature``, ``max_tokens``, ...).
-        partial_inputs: inputs fixed in advance (see :meth:`partial`).
+        partial_inputs: inputs fixed in advance (see `partial`).
 
     Raises:
         ValueError: ``Prompt must be in input dict.``, ``image_documents must be a
             list.``, ``image_documents must be a list of ImageDocument objects.``
-        NotImplementedError: for a :class:`~mmstream.ChatMessage` prompt or a list
-            of them (use :class:`MultiModalChatComponent`).
+        NotImplementedError: for a [`ChatMessage`][mmstream.ChatMessage] prompt or a list
+            of them (use [`MultiModalChatComponent`][mmstream.pipeline.MultiModalChatComponent]).
     """
 
     _input_keys: ClassVar[frozenset[str]] = frozenset({"prompt", "image_documents"})
@@ -325,10 +328,10 @@ class MultiModalCompleteComponent(_LLMComponent):
 class MultiModalChatComponent(_LLMComponent):
     """A conversation as a pipeline step: ``messages`` in, ``output`` out.
 
-    ``messages`` is a list of :class:`~mmstream.ChatMessage` (or strings, as
+    ``messages`` is a list of [`ChatMessage`][mmstream.ChatMessage] (or strings, as
     user messages), one message, or anything with a text form (a previous
     step's response or stream), which becomes one user message. The output is
-    the :class:`~mmstream.ChatResponse`, or with ``streaming=True`` the stream.
+    the [`ChatResponse`][mmstream.ChatResponse], or with ``streaming=True`` the stream.
 
     Raises:
         ValueError: ``Messages must be in input dict.``, or messages that are
@@ -412,7 +415,7 @@ def _mapper(
 class Chain:
     """Steps run one after another, each one's outputs mapped to the next one's inputs.
 
-    Build it with :meth:`MultiModalCompleteComponent.then`. A streamed output
+    Build it with `MultiModalCompleteComponent.then`. A streamed output
     in the middle of a chain is drained into text before the next step; the
     last step's output is returned as it is (a stream, if it streams).
     """
@@ -431,7 +434,7 @@ class Chain:
         return self.steps[-1].output_keys
 
     def then(self, other: Component, *, map: InputMap | None = None) -> Chain:
-        """This chain with one more step (see :meth:`MultiModalCompleteComponent.then`)."""
+        """This chain with one more step (see `MultiModalCompleteComponent.then`)."""
         return Chain((*self.steps, other), (*self.maps, _mapper(other, map)))
 
     async def arun(self, /, **inputs: Any) -> dict[str, Any]:

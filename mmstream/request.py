@@ -1,8 +1,8 @@
 """A call, normalized: what the middleware see and what providers translate.
 
-:class:`ChatRequest` is one call (messages, options, the provider that serves
-it); :class:`HTTPRequest` is a provider's pure description of the HTTP request
-to send for it. Both are frozen values, derived with :func:`attrs.evolve`.
+[`ChatRequest`][mmstream.ChatRequest] is one call (messages, options, the provider that serves
+it); [`HTTPRequest`][mmstream.HTTPRequest] is a provider's pure description of the HTTP request
+to send for it. Both are frozen values, derived with `attrs.evolve`.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ class Timeouts:
     A plain number ``t`` (``timeout=30``) means ``read``, ``write`` and ``pool``
     of ``t`` and ``connect`` of ``min(t, 10)``, with no total (the httpx and
     OpenAI SDK meaning). Give ``Timeouts`` for a total or finer control, to
-    :class:`Transport` (for every call) or as a call's ``timeout`` option (which
+    [`Transport`][mmstream.Transport] (for every call) or as a call's ``timeout`` option (which
     replaces the transport's for that call).
 
     Example:
@@ -256,7 +256,7 @@ class ChatRequest:
         messages: the conversation.
         options: the merged call options.
         provider: the provider that will serve the call (a middleware such as
-            Fallback may swap it with :func:`attrs.evolve`).
+            Fallback may swap it with `attrs.evolve`).
         operation: ``"chat"`` or ``"complete"``, for traces.
         attempt: 1 for the first try; the Retry middleware counts up.
     """

@@ -242,8 +242,14 @@ class Transport:
                 provider=name,
             ) from None
 
-    async def stream(self, request: HTTPRequest, provider: Provider) -> AsyncIterator[bytes]:
+    async def stream(
+        self, request: HTTPRequest, provider: Provider, *, deadline: float | None = None
+    ) -> AsyncIterator[bytes]:
         """Send ``request`` and yield the response body as it arrives.
+
+        ``deadline`` (``anyio.current_time()`` clock) is when the call's total
+        timeout ends, when the call started before this exchange (its images
+        were prepared first); by default the total counts from now.
 
         A status outside 2xx raises the provider's typed error (from its
         ``parse_error``) carrying the server's message and request id. The
@@ -261,7 +267,8 @@ class Transport:
         http_request = self._build(client, request, name)
         http_request.extensions["timeout"] = _to_httpx(timeouts).as_dict()
         total = timeouts.total
-        deadline = math.inf if total is None else anyio.current_time() + total
+        if deadline is None:
+            deadline = math.inf if total is None else anyio.current_time() + total
 
         with anyio.CancelScope(deadline=deadline) as scope, map_exceptions(name):
             response = await client.send(http_request, stream=True)
@@ -315,6 +322,15 @@ class Transport:
             with anyio.CancelScope(shield=True):
                 await response.aclose()
                 await _finish(chunks)
+
+    @property
+    def http_transport(self) -> httpx.AsyncBaseTransport | None:
+        """The ``http_transport`` given at construction: downloads for the call go through it too.
+
+        ``None`` (the default) sends downloads through mmstream's guarded pool,
+        which connects only to addresses the call's ``url_access`` allows.
+        """
+        return self._http_transport
 
 
 def _page_text(page: bytes) -> str:

@@ -14,9 +14,12 @@ The convention (also in docs/testing.md, "Examples in the documentation"):
   worker thread (as a script would, so ``asyncio.run(...)`` and blocking calls
   work there). A page without one runs once, as a plain script.
 - The current directory is a fresh temporary one holding sample images
-  (:data:`SAMPLE_IMAGES`, plus ``docs/assets/``); provider API keys are
+  (`SAMPLE_IMAGES`, plus ``docs/assets/``); provider API keys are
   removed from the environment, so an example that would reach a real API
   fails instead.
+- The pages a newcomer reads first (`CHECKOUT_PAGES`: the README, the home
+  page, the quickstart) get only what a checkout has, ``docs/assets/``: their
+  examples must use the shipped picture or images they make.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ SAMPLE_IMAGES: dict[str, tuple[tuple[int, int], tuple[int, int, int]]] = {
     "chart.png": ((80, 60), (255, 255, 255)),
     "receipt.jpg": ((60, 120), (240, 240, 230)),
 }
+
+#: Pages whose examples run with nothing but the checkout's files (no SAMPLE_IMAGES).
+CHECKOUT_PAGES = frozenset({"README.md", "docs/index.md", "docs/quickstart.md"})
 
 #: Environment variables that would let an example reach a real provider.
 API_KEYS = (
@@ -166,6 +172,13 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def _as_in_a_checkout(page: str, workdir: Path) -> None:
+    """Leave only ``docs/assets/`` for the pages a newcomer runs from a fresh checkout."""
+    if page in CHECKOUT_PAGES:
+        for name in SAMPLE_IMAGES:
+            (workdir / name).unlink()
+
+
 def _namespace() -> dict[str, Any]:
     return {"__name__": "__main__", "__builtins__": __builtins__}
 
@@ -177,6 +190,7 @@ def _open_llms(namespace: dict[str, Any]) -> list[mm.MultiModalLLM]:
 @pytest.mark.parametrize("page", SYNC_PAGES)
 def test_page_runs(page: str, workdir: Path) -> None:
     """A page of plain examples runs top to bottom like a script."""
+    _as_in_a_checkout(page, workdir)
     namespace = _namespace()
     try:
         for block in PAGES[page]:
@@ -189,6 +203,7 @@ def test_page_runs(page: str, workdir: Path) -> None:
 @pytest.mark.parametrize("page", ASYNC_PAGES)
 async def test_async_page_runs(page: str, workdir: Path) -> None:
     """A page with top-level ``await`` runs on the test's event loop (asyncio and trio)."""
+    _as_in_a_checkout(page, workdir)
     namespace = _namespace()
     try:
         for block in PAGES[page]:
@@ -256,3 +271,35 @@ def test_pages_are_found() -> None:
     """The test really collects the documentation (an empty list would pass vacuously)."""
     assert "README.md" in PAGES
     assert len(PAGES) >= 3
+
+
+def test_checkout_pages_have_examples() -> None:
+    """The pages run as in a checkout really are collected."""
+    assert set(PAGES) >= CHECKOUT_PAGES
+
+
+# --- the README's commands --------------------------------------------------------------
+
+
+def _bash_blocks(text: str) -> list[str]:
+    return re.findall(r"^```bash\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
+
+
+def test_readme_commands_make_a_venv_and_match_ci() -> None:
+    """The two "Try it" commands work on a system Python that refuses pip, as CI runs them."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    try_it = readme.split("## Try it", 1)[1].split("\n## ", 1)[0]
+    demo, tests = (block.strip() for block in _bash_blocks(try_it))
+    for command in (demo, tests):
+        assert command.startswith("python3 -m venv .venv && .venv/bin/pip install")
+        assert "\n" not in command  # one line to paste
+    assert demo.endswith(
+        '.venv/bin/mmstream complete "What is in this picture?" --image docs/assets/sample.png'
+    )
+    assert (ROOT / "docs" / "assets" / "sample.png").is_file()
+    extras = re.search(r"pip install -q -e '\.\[([\w,]+)\]'", tests)
+    assert extras is not None and tests.endswith(".venv/bin/python -m pytest -q")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "python3 -m venv .venv" in ci
+    assert f"-e '.[{extras.group(1)}]'" in ci  # the same extras
+    assert re.search(r"^python -m pytest -q$", ci, flags=re.MULTILINE)  # the same command

@@ -175,12 +175,18 @@ def assert_within(policy: ImagePolicy, mimetype: str, data: bytes, count: int = 
 # --- a recording provider and network -----------------------------------------------------
 
 
+#: the mock network serves images at a made-up host: allowed explicitly (downloads are
+#: refused by default unless the host's addresses are public; see test_downloads.py).
+IMAGES_TEST = mmstream.URLAccess(allow=["images.test"])
+
+
 @frozen(kw_only=True)
 class Recorder(OptionFields):
     """A provider that sends its images as JSON and remembers the requests it built."""
 
     name: ClassVar[str] = "recorder"
 
+    extra: Mapping[str, Any] = field(factory=lambda: {"url_access": IMAGES_TEST})
     model: str = "recorder-1"
     policy: ImagePolicy = DEFAULT_POLICY
     built: list[ChatRequest] = field(factory=list, eq=False, repr=False)

@@ -27,7 +27,7 @@ from mmstream.providers.base import Provider
 from mmstream.providers.gemini import Gemini
 from mmstream.providers.ollama import Ollama
 from mmstream.providers.openai import OpenAI, OpenAICompatible
-from mmstream.testing import TestServer, answer_text
+from mmstream.testing import ALLOW_LOOPBACK, TestServer, answer_text
 from tests.test_images import assert_within, is_marker, mean, photo, small_png
 
 NAMES = ["openai", "azure", "anthropic", "gemini", "ollama", "openai-compatible"]
@@ -127,6 +127,6 @@ async def test_a_dead_image_url_stops_the_call_before_the_provider(name: str) ->
         dead = mm.ImageDocument(image_url=server.url("/no/such/image.png"))
         async with mm.MultiModalLLM(chosen) as llm:
             with pytest.raises(mm.InvalidImageError, match=r"image 1 .*HTTP 404") as info:
-                await llm.acomplete("Describe", [dead])
+                await llm.acomplete("Describe", [dead], url_access=ALLOW_LOOPBACK)
         assert info.value.provider == chosen.name
         assert [(r.method, r.api) for r in server.requests] == [("GET", None)]

@@ -287,3 +287,34 @@ def test_sync_stream(telemetry: Telemetry) -> None:
 def test_middleware_is_exported() -> None:
     assert mm.middleware.OpenTelemetry is OpenTelemetry
     assert "tracer_provider" in repr(OpenTelemetry())
+
+
+async def test_capture_content_records_the_tool_calls(telemetry: Telemetry) -> None:
+    from mmstream.testing import Script, TestServer, ToolCall
+
+    call = ToolCall(name="get_weather", arguments={"city": "Paris"}, id="call_1")
+    async with TestServer(script=Script(text="Let me look.", tool_calls=[call])) as server:
+        provider = mm.providers.OpenAI(
+            model="gpt-4o-mini", api_key="sk-test", base_url=server.url("/v1")
+        )
+        llm = mm.MultiModalLLM(provider, middleware=[telemetry.middleware(capture_content=True)])
+        response = await llm.achat(["What is the weather in Paris?"])
+        await llm.aclose()
+    assert response.additional_kwargs["tool_calls"][0]["name"] == "get_weather"
+    (span,) = telemetry.spans()
+    attributes = dict(span.attributes or {})
+    (output,) = json.loads(str(attributes["gen_ai.output.messages"]))
+    assert output == {
+        "role": "assistant",
+        "parts": [
+            {"type": "text", "content": "Let me look."},
+            {
+                "type": "tool_call",
+                "id": "call_1",
+                "name": "get_weather",
+                "arguments": {"city": "Paris"},
+            },
+        ],
+        "finish_reason": "tool_calls",
+    }
+    assert attributes["gen_ai.response.finish_reasons"] == ("tool_calls",)

@@ -3,7 +3,7 @@
 A middleware is a callable ``(request, call_next) -> AsyncIterator[ChatResponse]``,
 usually an attrs instance whose ``async def __call__`` is an async generator
 that acts before the call, on every chunk, after it and on error. The list
-given to :class:`~mmstream.MultiModalLLM` is outermost first. Per-call state
+given to [`MultiModalLLM`][mmstream.MultiModalLLM] is outermost first. Per-call state
 lives in locals; iterators returned by ``call_next`` are closed by the chain.
 
 A layer may instead (or as well) have a ``batches(request, call_next)`` method

@@ -1,4 +1,4 @@
-"""Small helpers shared by the reliability middleware (Retry, Fallback, Timeout)."""
+"""Small helpers shared by the middleware: calling a user hook, closing an abandoned attempt."""
 
 from __future__ import annotations
 
@@ -7,15 +7,34 @@ import inspect
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio
+
 __all__ = ["aclose_quietly", "call_handler"]
 
 
-async def call_handler(handler: Callable[..., Any] | None, *args: Any) -> None:
-    """Call a user hook that may be a plain function or a coroutine function."""
+async def call_handler(
+    handler: Callable[..., Any] | None, *args: Any, shield: bool = False
+) -> None:
+    """Call a user hook that may be a plain function or a coroutine function.
+
+    The one place that decides whether a hook's result must be awaited: a plain
+    function returning ``None`` costs a call and a comparison, nothing more.
+
+    Args:
+        handler: the hook, or ``None`` for nothing to do.
+        *args: what the hook is called with.
+        shield: await an async hook shielded from cancellation, so that a report
+            made while the call is being cancelled still runs to its end.
+    """
     if handler is None:
         return
     result = handler(*args)
-    if inspect.isawaitable(result):
+    if result is None or not inspect.isawaitable(result):
+        return
+    if shield:
+        with anyio.CancelScope(shield=True):
+            await result
+    else:
         await result
 
 

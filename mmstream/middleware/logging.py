@@ -1,18 +1,19 @@
 """Logging: one line when a call starts and one when it ends, on the stdlib logger.
 
 Only the provider, model, operation, counts and error types are logged — never
-a key, a header, a prompt or an image.
+a key, a header, a prompt or an image. How a call ended is decided by the
+observer core, with the same rules as Tracing, Callbacks and OpenTelemetry.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, final
 
-import anyio
 from attrs import field, frozen
+
+from mmstream.middleware._observe import Observation, Observer, observe
 
 if TYPE_CHECKING:
     from mmstream.middleware.chain import CallNext
@@ -25,7 +26,10 @@ __all__ = ["Logging"]
 @final
 @frozen(kw_only=True)
 class Logging:
-    """Logs ``chat.started`` / ``chat.complete`` / ``chat.failed`` / ``chat.closed``.
+    """Logs ``chat.started``, then one of ``chat.complete|failed|closed|cancelled``.
+
+    ``chat.closed`` (the consumer left early) and ``chat.cancelled``
+    (cancellation reached the call while it waited) are not failures.
 
     Args:
         logger: defaults to the ``"mmstream"`` logger.
@@ -34,41 +38,41 @@ class Logging:
 
     logger: logging.Logger = field(factory=lambda: logging.getLogger("mmstream"), repr=False)
     level: int = logging.INFO
+    _observer: Observer = field(init=False, repr=False, eq=False)
 
-    async def __call__(
-        self, request: ChatRequest, call_next: CallNext
-    ) -> AsyncIterator[ChatResponse]:
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_observer", Observer(start=self._started, end=self._ended))
+
+    def __call__(self, request: ChatRequest, call_next: CallNext) -> AsyncIterator[ChatResponse]:
         """Log around the call."""
-        log = self.logger
+        return observe(request, call_next, self._observer)
+
+    def _started(self, call: Observation) -> None:
+        request = call.request
         where = f"provider={request.provider_name} model={request.model} op={request.operation}"
-        log.log(self.level, "chat.started %s attempt=%d", where, request.attempt)
-        start = time.perf_counter()
-        count = 0
-        last: ChatResponse | None = None
-        try:
-            async for chunk in call_next(request):
-                count += 1
-                last = chunk
-                yield chunk
-        except (GeneratorExit, anyio.get_cancelled_exc_class()):
-            log.log(self.level, "chat.closed %s chunks=%d", where, count)
-            raise
-        except BaseException as exc:
+        call.state = where
+        self.logger.log(self.level, "chat.started %s attempt=%d", where, request.attempt)
+
+    def _ended(self, call: Observation) -> None:
+        log, where = self.logger, call.state
+        if call.outcome == "complete":
+            usage = call.usage
+            log.log(
+                self.level,
+                "chat.complete %s chunks=%d seconds=%.3f input_tokens=%s output_tokens=%s",
+                where,
+                call.chunks,
+                call.duration,
+                usage.input_tokens if usage else None,
+                usage.output_tokens if usage else None,
+            )
+        elif call.outcome == "failed":
             log.warning(
                 "chat.failed %s chunks=%d error=%s: %s",
                 where,
-                count,
-                type(exc).__name__,
-                exc,
+                call.chunks,
+                call.error_type,
+                call.error,
             )
-            raise
-        usage = last.usage if last is not None else None
-        log.log(
-            self.level,
-            "chat.complete %s chunks=%d seconds=%.3f input_tokens=%s output_tokens=%s",
-            where,
-            count,
-            time.perf_counter() - start,
-            usage.input_tokens if usage else None,
-            usage.output_tokens if usage else None,
-        )
+        else:
+            log.log(self.level, "chat.%s %s chunks=%d", call.outcome, where, call.chunks)

@@ -3,18 +3,20 @@
 Follows the OpenTelemetry semantic conventions for generative AI
 (https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-spans/ and
 ``gen-ai-metrics/``). The span starts when the stream starts and ends when
-it really ends: after the last chunk, when the consumer leaves early, or
-when the call fails — never when the stream object is merely created.
+it really ends: after the last chunk, when the consumer leaves early, when
+the call fails or is cancelled — never when the stream object is merely
+created. How a call ended (``mmstream.outcome``) is decided by the observer
+core, with the same rules as Tracing, Logging and Callbacks.
 
-``opentelemetry-api`` is imported when an :class:`OpenTelemetry` middleware
-is built, so ``import mmstream`` works without it.
+``opentelemetry-api`` is imported when an
+[`OpenTelemetry`][mmstream.middleware.OpenTelemetry] middleware is
+built, so ``import mmstream`` works without it.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, final
 from urllib.parse import urlsplit
 
@@ -23,6 +25,7 @@ from attrs import field, frozen
 from mmstream._version import __version__
 from mmstream.content import ImageBlock, TextBlock
 from mmstream.errors import ConfigurationError
+from mmstream.middleware._observe import Observation, Observer, observe
 
 if TYPE_CHECKING:
     from mmstream.middleware.chain import CallNext
@@ -83,7 +86,7 @@ class OpenTelemetry:
     and ``gen_ai.client.operation.time_to_first_chunk``.
 
     Put it first in the middleware list for one span per call; inside a
-    :class:`~mmstream.middleware.Retry` it makes one span per attempt.
+    [`Retry`][mmstream.middleware.Retry] it makes one span per attempt.
 
     Args:
         tracer_provider: where spans go (the global provider by default).
@@ -106,10 +109,11 @@ class OpenTelemetry:
     _duration: Any = field(init=False, repr=False, eq=False)
     _tokens: Any = field(init=False, repr=False, eq=False)
     _first_chunk: Any = field(init=False, repr=False, eq=False)
+    _observer: Observer = field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         try:
-            from opentelemetry import metrics, trace
+            from opentelemetry import context, metrics, trace
         except ImportError as exc:
             raise ConfigurationError(
                 "the OpenTelemetry middleware needs opentelemetry-api; "
@@ -149,98 +153,99 @@ class OpenTelemetry:
                 explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
             ),
         )
+        setattr_(
+            self,
+            "_observer",
+            Observer(
+                start=self._start,
+                first_chunk=self._first,
+                end=self._end,
+                # The span is started, not made current: this generator yields to
+                # its consumer between chunks, and a context attached across a
+                # ``yield`` would stay attached in the consumer's task (or leak
+                # into another task sharing the loop) until the next step. So
+                # the span is current only *inside* each wait on the layers
+                # inside (where no yield happens), and detached right after.
+                attach=context.attach,
+                detach=context.detach,
+                context=_span_context,
+            ),
+        )
 
-    async def __call__(
-        self, request: ChatRequest, call_next: CallNext
-    ) -> AsyncIterator[ChatResponse]:
+    def __call__(self, request: ChatRequest, call_next: CallNext) -> AsyncIterator[ChatResponse]:
         """Pass every chunk through inside one span."""
-        from opentelemetry import context, trace
-        from opentelemetry.trace import SpanKind, Status, StatusCode
+        return observe(request, call_next, self._observer)
 
+    def _start(self, call: Observation) -> None:
+        """Start the call's span (started, not made current: the core attaches it per wait)."""
+        from opentelemetry import trace
+        from opentelemetry.trace import SpanKind
+
+        request = call.request
         common = _common_attributes(request)
         attributes = {**common, **_request_attributes(request)}
         if self.capture_content:
             attributes["gen_ai.input.messages"] = _input_messages(request, self.capture_images)
-        # The span is started, not "used": start_span does not make it current.
-        # This generator yields to its consumer between chunks, and whatever
-        # context it attached would stay attached in the consumer's task (or
-        # leak into another task sharing the loop) until the next step. So the
-        # span is made current only *inside* each step, around the inner
-        # ``__anext__`` (where no yield happens), and it is ended in ``finally``,
-        # which runs when the stream is exhausted, fails or is closed.
         span = self._tracer.start_span(
             f"chat {request.model}", kind=SpanKind.CLIENT, attributes=attributes
         )
-        span_context = trace.set_span_in_context(span)
-        start = time.perf_counter()
-        first: float | None = None
-        last: ChatResponse | None = None
-        error: BaseException | None = None
-        outcome = "closed"
-        iterator = call_next(request)
-        try:
-            while True:
-                token = context.attach(span_context)
-                try:
-                    chunk = await iterator.__anext__()
-                except StopAsyncIteration:
-                    break
-                finally:
-                    context.detach(token)
-                if first is None:
-                    first = time.perf_counter() - start
-                    span.add_event("first_chunk", {"mmstream.time_to_first_chunk": first})
-                    self._first_chunk.record(first, common)
-                last = chunk
-                yield chunk
-            outcome = "complete"
-        except GeneratorExit:
-            raise
-        except Exception as exc:
-            outcome, error = "failed", exc
-            raise
-        except BaseException:
-            outcome = "cancelled"
-            raise
-        finally:
-            duration = time.perf_counter() - start
-            try:
-                self._finish(span, common, last, error, outcome, duration, Status, StatusCode)
-            finally:
-                span.end()
+        call.state = _Span(span, trace.set_span_in_context(span), common)
 
-    def _finish(
-        self,
-        span: Any,
-        common: dict[str, Any],
-        last: ChatResponse | None,
-        error: BaseException | None,
-        outcome: str,
-        duration: float,
-        status_cls: Any,
-        status_code: Any,
-    ) -> None:
-        """Set the response attributes and status, and record the metrics."""
-        metric_attributes = dict(common)
-        response = _response_attributes(last)
-        span.set_attribute("mmstream.outcome", outcome)
-        for key, value in response.items():
-            span.set_attribute(key, value)
-        if "gen_ai.response.model" in response:
-            metric_attributes["gen_ai.response.model"] = response["gen_ai.response.model"]
-        if error is not None:
-            error_type = type(error).__qualname__
-            span.set_attribute("error.type", error_type)
-            span.set_status(status_cls(status_code.ERROR, str(error)))
-            metric_attributes["error.type"] = error_type
-        if self.capture_content and last is not None:
-            span.set_attribute("gen_ai.output.messages", _output_messages(last))
-        self._duration.record(duration, metric_attributes)
-        usage = last.usage if last is not None else None
-        if usage is not None:
-            for kind, count in (("input", usage.input_tokens), ("output", usage.output_tokens)):
-                if count is not None:
-                    self._tokens.record(count, {**metric_attributes, "gen_ai.token.type": kind})
+    def _first(self, call: Observation) -> None:
+        state: _Span = call.state
+        first = call.time_to_first_chunk
+        state.span.add_event("first_chunk", {"mmstream.time_to_first_chunk": first})
+        self._first_chunk.record(first, state.common)
+
+    def _end(self, call: Observation) -> None:
+        """Set the response attributes and status, record the metrics, end the span."""
+        from opentelemetry.trace import Status, StatusCode
+
+        state: _Span = call.state
+        span, last, error = state.span, call.last, call.error
+        try:
+            metric_attributes = dict(state.common)
+            response = _response_attributes(call)
+            span.set_attribute("mmstream.outcome", call.outcome)
+            for key, value in response.items():
+                span.set_attribute(key, value)
+            if "gen_ai.response.model" in response:
+                metric_attributes["gen_ai.response.model"] = response["gen_ai.response.model"]
+            if error is not None:
+                error_type = type(error).__qualname__
+                span.set_attribute("error.type", error_type)
+                span.set_status(Status(StatusCode.ERROR, str(error)))
+                metric_attributes["error.type"] = error_type
+            if self.capture_content and last is not None:
+                span.set_attribute(
+                    "gen_ai.output.messages", _output_messages(last, call.tool_calls)
+                )
+            self._duration.record(call.duration, metric_attributes)
+            usage = call.usage
+            if usage is not None:
+                for kind, count in (("input", usage.input_tokens), ("output", usage.output_tokens)):
+                    if count is not None:
+                        self._tokens.record(count, {**metric_attributes, "gen_ai.token.type": kind})
+        finally:
+            span.end()
+
+
+def _span_context(call: Observation) -> Any:
+    """The context holding the call's span, made current around each wait."""
+    state: _Span = call.state
+    return state.context
+
+
+@final
+class _Span:
+    """One call's span, the context that holds it, and the attributes its metrics share."""
+
+    __slots__ = ("common", "context", "span")
+
+    def __init__(self, span: Any, context: Any, common: dict[str, Any]) -> None:
+        self.span = span
+        self.context = context
+        self.common = common
 
 
 # --- attributes ----------------------------------------------------------------------
@@ -296,16 +301,15 @@ def _request_attributes(request: ChatRequest) -> dict[str, Any]:
     return attributes
 
 
-def _response_attributes(last: ChatResponse | None) -> dict[str, Any]:
-    if last is None:
-        return {}
+def _response_attributes(call: Observation) -> dict[str, Any]:
+    """What the answer said: the model that answered, the finish reason, the usage."""
     attributes: dict[str, Any] = {}
-    model = last.additional_kwargs.get("model")
-    if isinstance(model, str) and model:
+    model = call.response_model
+    if model is not None:
         attributes["gen_ai.response.model"] = model
-    if last.finish_reason is not None:
-        attributes["gen_ai.response.finish_reasons"] = [last.finish_reason]
-    usage = last.usage
+    if call.finish_reason is not None:
+        attributes["gen_ai.response.finish_reasons"] = [call.finish_reason]
+    usage = call.usage
     if usage is not None:
         for name, value in (
             ("gen_ai.usage.input_tokens", usage.input_tokens),
@@ -368,18 +372,18 @@ def _image_part(block: ImageBlock, with_bytes: bool) -> dict[str, Any]:
     }
 
 
-def _output_messages(last: ChatResponse) -> str:
+def _output_messages(last: ChatResponse, tool_calls: Sequence[Mapping[str, Any]]) -> str:
     """The answer in the conventions' output-messages JSON shape."""
     parts: list[dict[str, Any]] = []
     if last.text:
         parts.append({"type": "text", "content": last.text})
-    for call in last.additional_kwargs.get("tool_calls") or ():
+    for tool_call in tool_calls:
         parts.append(
             {
                 "type": "tool_call",
-                "id": call.get("id"),
-                "name": call.get("name"),
-                "arguments": call.get("arguments"),
+                "id": tool_call.get("id"),
+                "name": tool_call.get("name"),
+                "arguments": tool_call.get("arguments"),
             }
         )
     message = {"role": "assistant", "parts": parts, "finish_reason": last.finish_reason or "error"}

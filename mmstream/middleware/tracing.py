@@ -1,23 +1,23 @@
 """Tracing: one record per call, delivered when the stream really ends.
 
 The record is made when the last chunk has been consumed, the stream failed,
-or the consumer left early — never when the generator object is merely
-created. Event names follow httpcore: ``chat.complete``, ``chat.failed``,
-``chat.closed`` (an early exit, which is not a failure: the consumer closed the
-stream, or cancelled it while a chunk was in flight).
+the consumer left early or the call was cancelled — never when the generator
+object is merely created. Event names follow httpcore: ``chat.complete``,
+``chat.failed``, ``chat.closed`` (the consumer left early) and
+``chat.cancelled`` (cancellation reached the call while it waited); the last
+two are not failures. The rules are the observer core's, shared by every
+observability middleware (see ``docs/observability.md``).
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any, Literal, final
+from typing import TYPE_CHECKING, Any, final
 
-import anyio
 from attrs import field, frozen
 
+from mmstream.middleware._observe import Observation, Observer, Outcome, observe
 from mmstream.responses import Usage
 
 if TYPE_CHECKING:
@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = ["TraceRecord", "Tracing"]
 
-Outcome = Literal["complete", "failed", "closed"]
-
 
 @final
 @frozen(kw_only=True)
@@ -36,7 +34,9 @@ class TraceRecord:
     """What one call did.
 
     Attributes:
-        event: ``"chat.complete"``, ``"chat.failed"`` or ``"chat.closed"``.
+        event: ``"chat.complete"``, ``"chat.failed"``, ``"chat.closed"`` or ``"chat.cancelled"``.
+        outcome: the same without the prefix: ``"complete"``, ``"failed"``,
+            ``"closed"`` (the consumer left early) or ``"cancelled"``.
         provider, model: who was asked; ``answered_by`` is who answered (after a
             fallback it differs), from the final chunk.
         operation: ``"chat"`` or ``"complete"``.
@@ -47,6 +47,8 @@ class TraceRecord:
         usage, finish_reason: from the final chunk, when it came.
         error: the exception type and message of a failed call.
         attempt: the attempt this record belongs to (1 unless a Retry runs outside).
+        text_length: characters of answer text that passed (the partial answer's
+            after a failure).
     """
 
     event: str
@@ -73,78 +75,53 @@ Sink = Callable[[TraceRecord], Any]
 @final
 @frozen
 class Tracing:
-    """Records each call as a :class:`TraceRecord`, for a sink or the ``mmstream`` logger.
+    """Records each call as a [`TraceRecord`][mmstream.middleware.TraceRecord] for a sink or logger.
 
     Args:
-        sink: called with each record (sync or async). Without one, records are
-            logged at DEBUG level on ``logger``.
+        sink: called with each record (sync or async; an async one is awaited
+            shielded from cancellation, so a cancelled call is still recorded).
+            Without one, records are logged at DEBUG level on ``logger``.
         logger: the logger used without a sink.
     """
 
     sink: Sink | None = None
     logger: logging.Logger = field(factory=lambda: logging.getLogger("mmstream"), repr=False)
+    _observer: Observer = field(init=False, repr=False, eq=False)
 
-    async def __call__(
-        self, request: ChatRequest, call_next: CallNext
-    ) -> AsyncIterator[ChatResponse]:
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_observer", Observer(end=self._emit))
+
+    def __call__(self, request: ChatRequest, call_next: CallNext) -> AsyncIterator[ChatResponse]:
         """Pass every chunk through, timing the call."""
-        started_at = time.time()
-        start = time.perf_counter()
-        first: float | None = None
-        count = 0
-        last: ChatResponse | None = None
-        outcome: Outcome = "closed"
-        error: BaseException | None = None
-        try:
-            async for chunk in call_next(request):
-                if first is None:
-                    first = time.perf_counter() - start
-                count += 1
-                last = chunk
-                yield chunk
-            outcome = "complete"
-        except GeneratorExit:
-            raise
-        except BaseException as exc:
-            if not isinstance(exc, anyio.get_cancelled_exc_class()):
-                outcome, error = "failed", exc  # cancelled = left early = "closed"
-            raise
-        finally:
-            await self._emit(
-                TraceRecord(
-                    event=f"chat.{outcome}",
-                    outcome=outcome,
-                    provider=request.provider_name,
-                    model=request.model,
-                    operation=request.operation,
-                    started_at=started_at,
-                    time_to_first_chunk=first,
-                    duration=time.perf_counter() - start,
-                    chunks=count,
-                    usage=last.usage if last is not None else None,
-                    finish_reason=last.finish_reason if last is not None else None,
-                    answered_by=_answered_by(last),
-                    error=None if error is None else f"{type(error).__name__}: {error}",
-                    error_type=None if error is None else type(error).__name__,
-                    attempt=request.attempt,
-                    text_length=len(last.text) if last is not None else 0,
-                )
-            )
+        return observe(request, call_next, self._observer)
 
-    async def _emit(self, record: TraceRecord) -> None:
+    def _emit(self, call: Observation) -> object:
+        record = _record(call)
         if self.sink is None:
             self.logger.debug("%s %r", record.event, record)
-            return
-        result = self.sink(record)
-        if inspect.isawaitable(result):
-            await result
+            return None
+        return self.sink(record)
 
 
-def _answered_by(chunk: ChatResponse | None) -> str | None:
-    if chunk is None:
-        return None
-    provider = chunk.additional_kwargs.get("provider")
-    model = chunk.additional_kwargs.get("model")
-    if provider and model:
-        return f"{provider}:{model}"
-    return provider
+def _record(call: Observation) -> TraceRecord:
+    """The record of a call that has ended."""
+    outcome = call.outcome or "closed"
+    request = call.request
+    return TraceRecord(
+        event=f"chat.{outcome}",
+        outcome=outcome,
+        provider=request.provider_name,
+        model=request.model,
+        operation=request.operation,
+        started_at=call.started_at,
+        time_to_first_chunk=call.time_to_first_chunk,
+        duration=call.duration or 0.0,
+        chunks=call.chunks,
+        usage=call.usage,
+        finish_reason=call.finish_reason,
+        answered_by=call.answered_by,
+        error=call.error_message,
+        error_type=call.error_type,
+        attempt=request.attempt,
+        text_length=call.text_length,
+    )

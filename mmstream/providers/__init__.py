@@ -62,7 +62,10 @@ def register(name: str, provider_class: type) -> None:
     """
     key = name.strip().lower()
     if not key or ":" in key:
-        raise ConfigurationError(f"a provider name must be non-empty without ':', not {name!r}")
+        raise ConfigurationError(
+            f"a provider name must be non-empty without ':', not {name!r}",
+            hint="Register it under a short name such as 'acme'; strings then read 'acme:MODEL'.",
+        )
     _REGISTRY[key] = provider_class
 
 
@@ -84,12 +87,16 @@ def from_string(spec: str, **fields: Any) -> Provider:
     name = name.strip().lower()
     if name not in _REGISTRY:
         raise ConfigurationError(
-            f"unknown provider {name!r} in {spec!r}; use one of {registered_names()} "
-            "as 'name:model'"
+            f"unknown provider {name!r} in {spec!r}; the names are {', '.join(registered_names())}",
+            hint="Write it as 'NAME:MODEL' (e.g. 'openai:gpt-4o-mini'), or register your "
+            "own provider class with mmstream.providers.register().",
         )
     if not colon or not model.strip():
         if name != "offline":
-            raise ConfigurationError(f"{spec!r} names no model; write it as '{name}:MODEL'")
+            raise ConfigurationError(
+                f"{spec!r} names no model",
+                hint=f"Write it as '{name}:MODEL'; the provider's page lists model names.",
+            )
         model = "default"
     provider: Provider = _resolve(_REGISTRY[name])(model=model.strip(), **fields)
     return provider

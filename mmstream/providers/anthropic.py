@@ -38,7 +38,8 @@ from mmstream.errors import (
     ServerError,
     error_class_for_status,
 )
-from mmstream.images import ANTHROPIC_POLICY, ImagePolicy, encode_base64, sniff_mimetype
+from mmstream.media.policy import COMMON_TYPES, MB, ImagePolicy
+from mmstream.media.sniff import encoded_form
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.providers.base import (
     MMSTREAM_OPTIONS,
@@ -55,7 +56,32 @@ from mmstream.request import ChatRequest, HTTPRequest
 from mmstream.responses import ChatResponse, Usage
 from mmstream.sse import SSEDecoder, SSEEvent
 
-__all__ = ["Anthropic", "AnthropicDecoder", "retry_after_from_headers"]
+__all__ = [
+    "ANTHROPIC_POLICY",
+    "Anthropic",
+    "AnthropicDecoder",
+    "retry_after_from_headers",
+]
+
+#: Anthropic Messages API. https://docs.anthropic.com/en/docs/build-with-claude/vision:
+#: JPEG, PNG, GIF, WebP; 5 MB per image, measured on the base64 text (about 3.75 MB raw);
+#: over 8000 px a side is refused, 2000 px when a request has more than 20 images; up to
+#: 100 images per request; a long edge over 1568 px (or more than about 1.15 megapixels)
+#: is downscaled by the API, which costs latency, so we send that size ourselves.
+#: The whole request is at most 32 MB: https://docs.anthropic.com/en/api/overview
+#: ("Request size limits"). The declared media_type must match the bytes.
+ANTHROPIC_POLICY = ImagePolicy(
+    accepted_types=COMMON_TYPES,
+    max_base64_bytes=5 * 1024 * 1024,
+    max_edge=8000,
+    recommended_edge=1568,
+    recommended_pixels=1_150_000,
+    max_images=100,
+    max_request_bytes=31 * MB,  # 32 MB for the whole body: keep 1 MB for the text
+    accepts_urls=True,
+    many_images=20,
+    many_images_max_edge=2000,
+)
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 #: The API version header every request carries (https://docs.anthropic.com/en/api/versioning).
@@ -151,7 +177,7 @@ class Anthropic(OptionFields):
 
     @property
     def image_policy(self) -> ImagePolicy:
-        """Anthropic's documented image limits (see :data:`mmstream.images.ANTHROPIC_POLICY`)."""
+        """Anthropic's documented image limits (``ANTHROPIC_POLICY``, defined in this module)."""
         return ANTHROPIC_POLICY
 
     def build_request(self, request: ChatRequest) -> HTTPRequest:
@@ -313,13 +339,13 @@ def _image(block: ImageBlock, index: int) -> dict[str, Any]:
     https://docs.anthropic.com/en/docs/build-with-claude/vision#base64-encoded-image-example
     """
     if block.image is not None:
-        media_type = block.image_mimetype or sniff_mimetype(block.image) or "image/png"
+        encoded = encoded_form(block, provider="anthropic", index=index)
         return {
             "type": "image",
             "source": {
                 "type": "base64",
-                "media_type": media_type,
-                "data": encode_base64(block.image),
+                "media_type": encoded.mimetype,
+                "data": encoded.base64,
             },
         }
     if block.url is not None:

@@ -28,7 +28,7 @@ from attrs import Factory, field, frozen
 
 from mmstream._secret import Secret, to_secret
 from mmstream.errors import APIError, ConfigurationError
-from mmstream.images import AZURE_POLICY, ImagePolicy
+from mmstream.media.policy import COMMON_TYPES, MB, ImagePolicy
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.providers.base import OptionFields, env_value
 from mmstream.providers.openai import (
@@ -39,7 +39,26 @@ from mmstream.providers.openai import (
 )
 from mmstream.request import ChatRequest, HTTPRequest
 
-__all__ = ["DEFAULT_API_VERSION", "AzureOpenAI"]
+__all__ = [
+    "AZURE_POLICY",
+    "DEFAULT_API_VERSION",
+    "AzureOpenAI",
+]
+
+#: Azure OpenAI: OpenAI's models and rules; inline images must be data: URLs (bare base64
+#: is refused). https://learn.microsoft.com/azure/ai-services/openai/how-to/gpt-with-vision
+#: and https://learn.microsoft.com/azure/ai-services/openai/quotas-limits (images per
+#: request: 50 for GPT-4o class models, 10 for the older gpt-4 vision-preview; 20 MB each).
+AZURE_POLICY = ImagePolicy(
+    accepted_types=COMMON_TYPES,
+    max_bytes=20 * MB,
+    recommended_edge=2048,
+    max_images=50,
+    max_request_bytes=50 * MB,
+    accepts_urls=True,
+    low_detail_edge=512,
+    accepts_animation=False,
+)
 
 #: the latest GA dated API version (it takes ``stream_options`` and ``max_completion_tokens``).
 DEFAULT_API_VERSION = "2024-10-21"
@@ -139,7 +158,7 @@ class AzureOpenAI(OptionFields):
 
     @property
     def image_policy(self) -> ImagePolicy:
-        """Azure's documented image limits (see :data:`mmstream.images.AZURE_POLICY`)."""
+        """Azure's documented image limits (``AZURE_POLICY``, defined in this module)."""
         return AZURE_POLICY
 
     def _url(self) -> str:

@@ -41,7 +41,7 @@ from mmstream.responses import (
 from mmstream.sse import NDJSONDecoder
 
 if TYPE_CHECKING:
-    from mmstream.images import ImagePolicy
+    from mmstream.media.policy import ImagePolicy
     from mmstream.metadata import MultiModalLLMMetadata
     from mmstream.request import ChatRequest, HTTPRequest
 
@@ -100,7 +100,7 @@ class Provider(Protocol):
 
     @property
     def image_policy(self) -> ImagePolicy:
-        """The API's documented image limits (see :mod:`mmstream.images`)."""
+        """The API's documented image limits (an ``ImagePolicy`` value)."""
         ...
 
     def build_request(self, request: ChatRequest) -> HTTPRequest:
@@ -480,7 +480,7 @@ def require_key(provider: str, key: object, *variables: str) -> None:
 # --- call options as provider fields -----------------------------------------------
 
 #: call options mmstream itself consumes (before a request is built); never sent to an API.
-MMSTREAM_OPTIONS = frozenset({"image_policy"})
+MMSTREAM_OPTIONS = frozenset({"image_policy", "url_access"})
 
 
 def _to_extra(value: Mapping[str, Any] | None) -> Mapping[str, Any]:

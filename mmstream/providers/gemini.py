@@ -30,7 +30,8 @@ from mmstream.errors import (
     ServerError,
     error_class_for_status,
 )
-from mmstream.images import GEMINI_POLICY, ImagePolicy, encode_base64, sniff_mimetype
+from mmstream.media.policy import MB, ImagePolicy
+from mmstream.media.sniff import encoded_form
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.providers.base import (
     MMSTREAM_OPTIONS,
@@ -49,7 +50,27 @@ from mmstream.request import ChatRequest, HTTPRequest
 from mmstream.responses import ChatResponse, Usage
 from mmstream.sse import SSEDecoder, SSEEvent
 
-__all__ = ["Gemini", "GeminiDecoder"]
+__all__ = [
+    "GEMINI_POLICY",
+    "Gemini",
+    "GeminiDecoder",
+]
+
+#: Gemini API. https://ai.google.dev/gemini-api/docs/image-understanding: PNG, JPEG, WEBP,
+#: HEIC, HEIF; inline data counts against a 20 MB total request size (text included);
+#: up to 3600 images per request; larger images are scaled down to fit 3072x3072.
+#: Only Files API URIs are fetched by Gemini, so mmstream downloads http(s) URLs.
+#: Its inline base64 must not carry a ``data:`` prefix.
+GEMINI_POLICY = ImagePolicy(
+    accepted_types=frozenset({"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"}),
+    recommended_edge=3072,
+    max_images=3600,
+    max_request_bytes=19 * MB,  # 20 MB for the whole request: keep 1 MB for the text
+    accepts_urls=False,
+    # file_data takes Cloud Storage and Files API URIs:
+    # https://ai.google.dev/gemini-api/docs/vision#upload-image
+    own_urls=("gs://", "https://generativelanguage.googleapis.com/"),
+)
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 
@@ -153,7 +174,7 @@ class Gemini(OptionFields):
 
     @property
     def image_policy(self) -> ImagePolicy:
-        """Gemini's documented image limits (see :data:`mmstream.images.GEMINI_POLICY`)."""
+        """Gemini's documented image limits (``GEMINI_POLICY``, defined in this module)."""
         return GEMINI_POLICY
 
     def build_request(self, request: ChatRequest) -> HTTPRequest:
@@ -321,11 +342,11 @@ def _image(block: ImageBlock, index: int) -> dict[str, Any]:
     ``gs://`` or other URI that Gemini reads itself.
     """
     if block.image is not None:
-        mime_type = block.image_mimetype or sniff_mimetype(block.image) or "image/png"
+        encoded = encoded_form(block, provider="gemini", index=index)
         return {
             "inline_data": {
-                "mime_type": mime_type,
-                "data": encode_base64(block.image),
+                "mime_type": encoded.mimetype,
+                "data": encoded.base64,
             }
         }
     if block.url is not None:

@@ -25,7 +25,8 @@ from attrs import field, frozen
 
 from mmstream.content import ImageBlock, TextBlock
 from mmstream.errors import APIError, OverloadedError, ServerError
-from mmstream.images import ImagePolicy, encode_base64
+from mmstream.media.policy import ImagePolicy
+from mmstream.media.sniff import encoded_form
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.providers.base import (
     JSONLinesDecoder,
@@ -117,7 +118,7 @@ def _message(role: str, blocks: Sequence[TextBlock | ImageBlock]) -> dict[str, A
             parts.append(
                 {
                     "type": "image",
-                    "data": encode_base64(block.image),
+                    "data": encoded_form(block, provider="offline").base64,
                     "mime_type": block.image_mimetype,
                 }
             )

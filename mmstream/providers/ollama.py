@@ -21,7 +21,8 @@ from attrs import Factory, field, frozen
 from mmstream._secret import Secret, to_secret
 from mmstream.content import ChatMessage, ImageBlock, MessageRole, TextBlock
 from mmstream.errors import APIError, InvalidImageError, OverloadedError, ServerError
-from mmstream.images import OLLAMA_POLICY, ImagePolicy, encode_base64
+from mmstream.media.policy import ImagePolicy
+from mmstream.media.sniff import encoded_form
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.providers.base import (
     MMSTREAM_OPTIONS,
@@ -33,7 +34,22 @@ from mmstream.providers.base import (
 from mmstream.request import ChatRequest, HTTPRequest
 from mmstream.responses import ChatResponse, Usage
 
-__all__ = ["Ollama", "OllamaDecoder"]
+__all__ = [
+    "OLLAMA_POLICY",
+    "Ollama",
+    "OllamaDecoder",
+]
+
+#: Ollama. https://github.com/ollama/ollama/blob/main/docs/api.md: ``images`` is a list of
+#: base64 strings (no URLs, no data: prefix); the server decodes PNG and JPEG. No size
+#: limits are documented; its vision models look at 336-1120 px, so 2048 px is plenty
+#: (mmstream's choice, to keep the local request small).
+OLLAMA_POLICY = ImagePolicy(
+    accepted_types=frozenset({"image/png", "image/jpeg"}),
+    recommended_edge=2048,
+    accepts_urls=False,
+    accepts_animation=False,
+)
 
 DEFAULT_BASE_URL = "http://localhost:11434"
 DEFAULT_PORT = "11434"
@@ -187,7 +203,7 @@ class Ollama(OptionFields):
 
     @property
     def image_policy(self) -> ImagePolicy:
-        """Ollama's image rules (see :data:`mmstream.images.OLLAMA_POLICY`): inline only."""
+        """Ollama's image rules (``OLLAMA_POLICY``, defined in this module): inline only."""
         return OLLAMA_POLICY
 
     def build_request(self, request: ChatRequest) -> HTTPRequest:
@@ -288,7 +304,7 @@ def _arguments(call: Mapping[str, Any]) -> Any:
 
 def _image(block: ImageBlock, index: int) -> str:
     if block.image is not None:
-        return encode_base64(block.image)
+        return encoded_form(block, provider="ollama", index=index).base64
     where = block.url if block.url is not None else block.path
     raise InvalidImageError(
         f"image {index + 1} ({where}) is not inline; Ollama takes only image bytes. "

@@ -47,7 +47,8 @@ from mmstream.errors import (
     ServerError,
     error_class_for_status,
 )
-from mmstream.images import COMPATIBLE_POLICY, OPENAI_POLICY, ImagePolicy, data_url, sniff_mimetype
+from mmstream.media.policy import COMMON_TYPES, MB, ImagePolicy
+from mmstream.media.sniff import encoded_form
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.providers.base import (
     MMSTREAM_OPTIONS,
@@ -64,6 +65,8 @@ from mmstream.responses import ChatResponse, Usage
 from mmstream.sse import SSEDecoder, SSEEvent
 
 __all__ = [
+    "COMPATIBLE_POLICY",
+    "OPENAI_POLICY",
     "OpenAI",
     "OpenAIChatDecoder",
     "OpenAICompatible",
@@ -73,6 +76,32 @@ __all__ = [
     "parse_openai_error",
     "stream_error",
 ]
+
+#: OpenAI (Chat Completions / Responses).
+#: https://platform.openai.com/docs/guides/images-vision ("Image input requirements"):
+#: PNG, JPEG, WEBP, non-animated GIF; up to 50 MB total payload per request and up to
+#: 500 images per request; 20 MB per image (the older vision guide). "high" detail first
+#: fits the image in 2048x2048 (then 768 px on the short side); "low" looks at 512x512.
+#: Inline images go as data: URLs; http(s) URLs are fetched by OpenAI.
+OPENAI_POLICY = ImagePolicy(
+    accepted_types=COMMON_TYPES,
+    max_bytes=20 * MB,
+    recommended_edge=2048,
+    max_images=500,
+    max_request_bytes=50 * MB,
+    accepts_urls=True,
+    low_detail_edge=512,
+    accepts_animation=False,
+)
+
+#: OpenAI-compatible servers (vLLM, llama.cpp, LM Studio): OpenAI's wire format, but not
+#: every server fetches URLs (llama.cpp does not), so images are sent inline.
+COMPATIBLE_POLICY = ImagePolicy(
+    accepted_types=COMMON_TYPES,
+    recommended_edge=2048,
+    accepts_urls=False,
+    accepts_animation=False,
+)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 #: vLLM's default address; LM Studio listens on :1234/v1, llama.cpp on :8080/v1.
@@ -177,8 +206,7 @@ def _env_or(default: str, *names: str) -> Any:
 def _image_part(block: ImageBlock, provider: str) -> dict[str, Any]:
     """An ``image_url`` content part: a data: URL for bytes, the URL itself otherwise."""
     if block.image is not None:
-        mimetype = block.image_mimetype or sniff_mimetype(block.image) or "image/png"
-        url = data_url(block.image, mimetype)
+        url = encoded_form(block, provider=provider).data_url
     elif block.url is not None:
         url = block.url
     else:
@@ -777,7 +805,7 @@ class OpenAI(OptionFields):
 
     @property
     def image_policy(self) -> ImagePolicy:
-        """OpenAI's documented image limits (see :data:`mmstream.images.OPENAI_POLICY`)."""
+        """OpenAI's documented image limits (``OPENAI_POLICY``, defined in this module)."""
         return OPENAI_POLICY
 
     def build_request(self, request: ChatRequest) -> HTTPRequest:

@@ -1,9 +1,10 @@
-"""What the test server answers (:class:`Script`) and how it misbehaves (:class:`Fault`).
+"""What the test server answers (a `Script`) and how it misbehaves (a `Fault`).
 
-Both are frozen values. The answer text is a pure function of the request
-(:func:`answer_text` of the last user message and the number of images), so
-the same user code against every wire format sees the same text, and tests
-can compute it; a :class:`Script` replaces or shapes it.
+Both are frozen values ([`Script`][mmstream.testing.Script],
+[`Fault`][mmstream.testing.Fault]). The answer text is a pure function of the
+request ([`answer_text`][mmstream.testing.answer_text] of the last user message
+and the number of images), so the same user code against every wire format sees
+the same text, and tests can compute it; a `Script` replaces or shapes it.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ __all__ = [
     "split_text",
 ]
 
-#: input tokens counted per image in the default usage numbers.
 IMAGE_TOKENS = 85
+"""Input tokens counted per image in the server's default usage numbers."""
 
 FaultKind = Literal[
     "status",
@@ -39,6 +40,7 @@ FaultKind = Literal[
     "error_event",
     "missing_end",
 ]
+"""The kinds of misbehaviour a [`Fault`][mmstream.testing.Fault] can inject."""
 FAULT_KINDS: tuple[str, ...] = (
     "status",
     "drop",
@@ -50,6 +52,7 @@ FAULT_KINDS: tuple[str, ...] = (
     "error_event",
     "missing_end",
 )
+"""The same kinds as a tuple, to iterate over (every fault, every provider)."""
 
 
 def answer_text(prompt: str, images: int = 0) -> str:
@@ -161,9 +164,10 @@ class Script:
     the ``x-mmstream-script`` request header applies to that request.
 
     Args:
-        text: the answer; default :func:`answer_text` of the request (``""``
-            when ``tool_calls`` are given).
-        chunks: stream exactly this many content events (see :func:`split_text`).
+        text: the answer; default [`answer_text`][mmstream.testing.answer_text] of the
+            request (``""`` when ``tool_calls`` are given).
+        chunks: stream exactly this many content events (see
+            [`split_text`][mmstream.testing.split_text]).
         chunk_size: characters per content event.
         pause: seconds between content events (0: the whole body in large writes).
         input_tokens: reported prompt tokens (default: prompt words + 85 per image).
@@ -319,8 +323,9 @@ class Fault:
     ) -> Fault:
         """Send the provider's in-stream error event after that many events, then end the body.
 
-        ``status`` picks the error type as for :meth:`http_status` (default: the
-        provider's "overloaded" error: OpenAI ``server_error``, Anthropic
+        ``status`` picks the error type as for
+        [`http_status`][mmstream.testing.Fault.http_status] (default: the provider's
+        "overloaded" error: OpenAI ``server_error``, Anthropic
         ``overloaded_error``, Gemini ``UNAVAILABLE``).
         """
         return cls(kind="error_event", after_chunks=after_chunks, status=status, message=message)

@@ -236,13 +236,15 @@ class TestServer:
     """A loopback server speaking OpenAI, Azure OpenAI, Anthropic, Gemini and Ollama.
 
     Use it as an async context manager (asyncio or trio), from a thread
-    (:meth:`start_in_thread`), from pytest (the ``mmstream_server`` fixture of
-    ``mmstream.testing.pytest_plugin``) or from the shell (``python -m
-    mmstream.testing``). It records every request, counts connections,
-    notices clients that leave mid-stream, and misbehaves on demand.
+    ([`start_in_thread`][mmstream.testing.TestServer.start_in_thread]), from
+    pytest (the ``mmstream_server`` fixture of ``mmstream.testing.pytest_plugin``)
+    or from the shell (``python -m mmstream.testing``). It records every request,
+    counts connections, notices clients that leave mid-stream, and misbehaves on
+    demand.
 
     Args:
-        script: the default answer shape for every request (see :class:`Script`).
+        script: the default answer shape for every request (see
+            [`Script`][mmstream.testing.Script]).
         api_key: the only key accepted; ``None`` accepts any non-empty key.
         require_auth: ``False`` skips the providers' key and header checks.
         host: the address to listen on (loopback by default).
@@ -285,6 +287,7 @@ class TestServer:
         self._portal: BlockingPortal | None = None
         self._lock = threading.Lock()
         self._cache: dict[Hashable, tuple[str, str, list[_Step], _End]] = {}
+        self._rules: list[tuple[Callable[[int, str], bool], tuple[Fault, ...]]] = []
 
     def __repr__(self) -> str:
         return (
@@ -323,12 +326,30 @@ class TestServer:
             for _ in range(times):
                 self._queue.append(_Queued(tuple(faults), path, api))
 
+    def inject_when(self, predicate: Callable[[int, str], bool], *faults: Fault) -> None:
+        """Apply ``faults`` to every request for which ``predicate(serial, prompt)`` holds.
+
+        ``serial`` counts the requests the server received (1, 2, ...) and
+        ``prompt`` is the text of the request's last user message, so a rule can
+        fault the tenth request, or every request about one prompt, whatever the
+        order the requests arrive in. Faults queued with
+        [`inject`][mmstream.testing.TestServer.inject] come
+        first; the ``x-mmstream-fault`` header wins over both.
+        [`clear`][mmstream.testing.TestServer.clear]
+        drops the rules.
+        """
+        if not faults:
+            raise ValueError("inject_when() needs at least one Fault")
+        with self._lock:
+            self._rules.append((predicate, tuple(faults)))
+
     def clear(self) -> None:
         """Forget recorded requests and disconnects, and drop queued scripts and faults."""
         with self._lock:
             self.requests.clear()
             self.disconnects.clear()
             self._queue.clear()
+            self._rules.clear()
 
     @property
     def pending(self) -> int:
@@ -365,7 +386,11 @@ class TestServer:
         return self.disconnects[count - 1]
 
     def wait_disconnect_blocking(self, timeout: float = 5.0, *, count: int = 1) -> Disconnect:
-        """:meth:`wait_disconnect` for a server started with :meth:`start_in_thread`."""
+        """`wait_disconnect`, for a server started with `start_in_thread` (from its thread).
+
+        See [`wait_disconnect`][mmstream.testing.TestServer.wait_disconnect] and
+        [`start_in_thread`][mmstream.testing.TestServer.start_in_thread].
+        """
         if self._portal is None:
             raise RuntimeError("wait_disconnect_blocking() needs a server from start_in_thread()")
         return self._portal.call(lambda: self.wait_disconnect(timeout, count=count))
@@ -411,7 +436,7 @@ class TestServer:
 
         Args:
             backend: ``"asyncio"`` or ``"trio"``.
-            kwargs: :class:`TestServer` arguments.
+            kwargs: [`TestServer`][mmstream.testing.TestServer] arguments.
         """
         server = cls(**kwargs)
         with start_blocking_portal(backend) as portal, portal.wrap_async_context_manager(server):
@@ -450,6 +475,16 @@ class TestServer:
             for index in reversed(used):
                 del self._queue[index]
         return script, faults
+
+    def _ruled(self, serial: int, api: API, body: Any) -> tuple[Fault, ...]:
+        """The faults of the first rule (``inject_when``) that holds for this request."""
+        prompt = prompt_of(api, body)[0]
+        with self._lock:
+            rules = list(self._rules)
+        for predicate, faults in rules:
+            if predicate(serial, prompt):
+                return faults
+        return ()
 
     async def _handle(self, stream: anyio.abc.SocketStream) -> None:
         conn = _Conn(stream, next(self._conn_ids))
@@ -545,6 +580,8 @@ class TestServer:
             payload = _error_json(found, error_body(found.api, status, message))
             return await self._simple(conn, record, status, payload, close, extra)
         queued_script, faults = self._take(path, found.api)
+        if not faults and self._rules:
+            faults = self._ruled(serial, found.api, parsed)
         if header_faults:
             faults = header_faults
         script = self.script.merged(queued_script).merged(header_script)

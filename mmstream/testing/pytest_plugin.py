@@ -3,7 +3,7 @@
 Add ``pytest_plugins = ["mmstream.testing.pytest_plugin"]`` to a
 ``conftest.py``. Nothing is registered globally by installing mmstream.
 
-- ``mmstream_server``: a running :class:`~mmstream.testing.TestServer` on the
+- ``mmstream_server``: a running [`TestServer`][mmstream.testing.TestServer] on the
   test's own event loop (needs anyio's pytest plugin and an ``anyio_backend``).
 - ``mmstream_thread_server``: one running in a background thread (asyncio),
   for synchronous tests.
