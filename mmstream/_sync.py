@@ -759,17 +759,22 @@ class _Pump(Generic[T]):
     async def _wait_for_demand(self) -> bool:
         """Wait until the caller has taken everything buffered and asks for more.
 
+        The wait is the caller's own time, so it is shielded: no deadline of a
+        layer (a ``Timeout``'s idle or total) runs out while the end waits for
+        the caller. Leaving (and closing the owner) ends it.
+
         Returns:
             ``False`` when the caller left instead.
         """
         self._holding = True
         try:
-            while not self._left():
-                with self._lock:
-                    if self._consumer and not self._items:
-                        return True
-                    self._demand = demand = anyio.Event()
-                await demand.wait()
+            with anyio.CancelScope(shield=True):
+                while not self._left():
+                    with self._lock:
+                        if self._consumer and not self._items:
+                            return True
+                        self._demand = demand = anyio.Event()
+                    await demand.wait()
             return False
         finally:
             self._holding = False

@@ -256,6 +256,24 @@ def test_a_mid_stream_failure_carries_partial_on_every_path(
         assert caught.value.partial.text == seen
 
 
+@BACKENDS
+def test_the_held_back_end_is_the_callers_time_not_a_layers_deadline(sync_backend: str) -> None:
+    """A slow loop over a short answer is not an idle (or total) timeout of a layer."""
+    recorder = Recorder()
+    llm = mm.MultiModalLLM(
+        Offline(chunks=3),
+        middleware=[recorder, mm.middleware.Timeout(idle=0.2, total=0.4)],
+        sync_backend=sync_backend,  # type: ignore[arg-type]
+    )
+    with llm:
+        chunks = []
+        for chunk in llm.stream_complete("hi"):
+            chunks.append(chunk)
+            time.sleep(0.25)  # the whole answer is buffered: the pump holds back its end
+        assert chunks[-1].finish_reason == "stop"
+        assert recorder.events == ["start", "complete", "exit"]
+
+
 # --- many abandoned streams ------------------------------------------------------------------
 
 
