@@ -77,6 +77,8 @@ _CLOSE_WAIT = 10.0
 
 #: the reason every call still running at interpreter exit (after Ctrl-C) ends with.
 _EXITING = "the interpreter is exiting (Ctrl-C in the main thread)"
+#: the reason of calls still running when the portal itself stops.
+_STOPPED = "mmstream's background event loop stopped (the interpreter is exiting)"
 
 
 # --- the shared portals ------------------------------------------------------------------
@@ -117,7 +119,7 @@ class _Portal:
     def stop(self) -> None:
         """Cancel what still runs, stop the loop and join its thread."""
         for work in list(self.work):
-            work.stop(_EXITING)
+            work.stop(_STOPPED)
         portal = self.portal
         with contextlib.suppress(RuntimeError):  # stopped already
             portal.call(portal.stop, True)

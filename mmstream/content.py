@@ -427,7 +427,7 @@ class ImageDocument:
             )
 
     @classmethod
-    def from_bytes(cls, data: bytes, **kwargs: Any) -> ImageDocument:
+    def from_bytes(cls, data: bytes | bytearray | memoryview, **kwargs: Any) -> ImageDocument:
         """Wrap raw image bytes (kept as base64 text, as LlamaIndex has it).
 
         The document keeps the bytes too, so the call does not decode the text again.

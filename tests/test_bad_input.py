@@ -132,7 +132,7 @@ def test_a_closed_pil_image_is_an_invalid_image() -> None:
 def test_numbers_are_not_images() -> None:
     """Before, ``ImageBlock(image=3)`` made three zero bytes; now it is refused."""
     with pytest.raises(mm.InvalidImageError, match="bytes or base64 text"):
-        mm.ImageBlock(image=3)  # type: ignore[arg-type]
+        mm.ImageBlock(image=3)
     with pytest.raises(mm.InvalidImageError, match="takes bytes"):
         mm.ImageBlock.from_bytes(3)  # type: ignore[arg-type]
     with pytest.raises(mm.InvalidImageError, match="takes bytes"):

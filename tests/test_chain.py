@@ -169,7 +169,7 @@ def test_batch_layers_on_the_blocking_side() -> None:
         with mm.MultiModalLLM(
             Offline(chunks=300),
             middleware=[layer],
-            sync_backend=backend,  # type: ignore[arg-type]
+            sync_backend=backend,
         ) as llm:
             chunks = list(llm.stream_chat(["hi"]))
             assert sum(layer.sizes) == len(chunks) == 301
