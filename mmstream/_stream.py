@@ -35,8 +35,6 @@ Wrap = Callable[["AsyncIterator[list[ChatResponse]]"], "AsyncIterator[list[ChatR
 #: opens one call: ``(request, wrap)`` -> the call's batches.
 Opener = Callable[["ChatRequest", "Wrap | None"], "Call"]
 
-_NOTHING: list[ChatResponse] = []
-
 
 async def _ended() -> list[ChatResponse]:
     raise StopAsyncIteration
@@ -59,7 +57,6 @@ class ChatStream(Generic[R]):
         "_batch",
         "_call",
         "_closed",
-        "_index",
         "_last",
         "_map",
         "_open",
@@ -78,8 +75,7 @@ class ChatStream(Generic[R]):
         self._open = open
         self._request = request
         self._map: Callable[[ChatResponse], R] | None = map  # None: the chunks as they are
-        self._batch = _NOTHING  # the current network read's chunks ...
-        self._index = 0  # ... and the next one to hand out
+        self._batch: list[ChatResponse] = []  # the current read's chunks not handed out
         self._call: Call | None = None
         self._step: Callable[[], Any] | None = None
         self._last: ChatResponse | None = None
@@ -96,9 +92,8 @@ class ChatStream(Generic[R]):
         return self
 
     async def __anext__(self) -> R:
-        batch = self._batch
-        index = self._index
-        if index >= len(batch):
+        batch = self._batch  # the rest of the current read, last chunk first
+        if not batch:
             step = self._step or self._start()
             try:
                 batch = await step()
@@ -107,18 +102,20 @@ class ChatStream(Generic[R]):
             except BaseException as exc:  # the end (StopAsyncIteration), an error, cancellation
                 await self._failed(exc)
                 raise
+            # The list is the stream's now (a layer never changes a list it yielded).
+            batch.reverse()
             self._batch = batch
-            index = 0
-        self._index = index + 1
-        chunk = self._last = batch[index]
+        chunk = self._last = batch.pop()
         map = self._map
         return chunk if map is None else map(chunk)  # type: ignore[return-value]
 
     async def _next_batch(self) -> list[R]:
         """The rest of the current network read, or the next one (the blocking pump reads these)."""
         batch = self._batch
-        index = self._index
-        if index >= len(batch):
+        if batch:  # what __anext__ left of a read, last chunk first
+            batch.reverse()
+            self._batch = []
+        else:
             step = self._step or self._start()
             try:
                 batch = await step()
@@ -127,13 +124,9 @@ class ChatStream(Generic[R]):
             except BaseException as exc:
                 await self._failed(exc)
                 raise
-            index = 0
-        self._batch = _NOTHING
-        self._index = 0
         self._last = batch[-1]
-        rest = batch[index:] if index else batch
         map = self._map
-        return rest if map is None else [map(chunk) for chunk in rest]  # type: ignore[return-value]
+        return batch if map is None else [map(chunk) for chunk in batch]  # type: ignore[return-value]
 
     def _read_ahead(self, wrap: Wrap) -> None:
         """Pass each endpoint call's batches through ``wrap`` (before the stream starts)."""
@@ -162,7 +155,7 @@ class ChatStream(Generic[R]):
             return
         self._closed = True
         self._step = None
-        self._batch = _NOTHING
+        self._batch = []
         call = self._call
         if call is not None:
             await call.aclose()

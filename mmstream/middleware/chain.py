@@ -63,9 +63,9 @@ class BatchMiddleware(Protocol):
 
     ``batches(request, call_next)`` yields lists of chunks; ``call_next``
     yields the lists of the layers inside. A list, once yielded, belongs to
-    the layer that received it: never change it afterwards (yield a new list to
-    change chunks). The chain uses ``batches`` when a layer has it, and the
-    per-chunk ``__call__`` otherwise.
+    the layer (or the stream) that received it, which may empty it: never read
+    or change it afterwards (yield a new list to change chunks). The chain
+    uses ``batches`` when a layer has it, and the per-chunk ``__call__`` otherwise.
     """
 
     def batches(
