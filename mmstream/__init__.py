@@ -18,6 +18,7 @@ from mmstream import errors as errors
 from mmstream import middleware as middleware
 from mmstream import providers as providers
 from mmstream._secret import Secret
+from mmstream._stream import ChatStream
 from mmstream._sync import SyncStream
 from mmstream._version import __version__
 from mmstream.content import (
@@ -34,10 +35,12 @@ from mmstream.errors import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    ClosedError,
     ConfigurationError,
     ContentFilterError,
     ForbiddenURLError,
     IncompleteStreamError,
+    InvalidArgumentError,
     InvalidImageError,
     InvalidRequestError,
     MMStreamError,
@@ -50,7 +53,7 @@ from mmstream.errors import (
     RequestTooLargeError,
     ServerError,
 )
-from mmstream.llm import ChatStream, MultiModalLLM
+from mmstream.llm import MultiModalLLM
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.request import CallOptions, ChatRequest, HTTPRequest, Timeouts
 from mmstream.responses import ChatResponse, CompletionResponse, FinishReason, Usage
@@ -72,6 +75,7 @@ __all__ = [
     "ChatRequest",
     "ChatResponse",
     "ChatStream",
+    "ClosedError",
     "CompletionResponse",
     "ConfigurationError",
     "ContentBlock",
@@ -82,6 +86,7 @@ __all__ = [
     "ImageBlock",
     "ImageDocument",
     "IncompleteStreamError",
+    "InvalidArgumentError",
     "InvalidImageError",
     "InvalidRequestError",
     "MMStreamError",

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, Union, final
 
 from attrs import field, frozen
 
-from mmstream.errors import InvalidImageError
+from mmstream.errors import InvalidArgumentError, InvalidImageError
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -48,14 +48,78 @@ class MessageRole(str, enum.Enum):
     def __str__(self) -> str:
         return self.value
 
+    @classmethod
+    def _missing_(cls, value: object) -> MessageRole:
+        raise InvalidArgumentError(
+            f"unknown message role {value!r}; use one of {[r.value for r in cls]}",
+            argument="role",
+        )
+
 
 def _to_role(value: MessageRole | str) -> MessageRole:
-    try:
-        return MessageRole(value)
-    except ValueError:
-        raise ValueError(
-            f"unknown message role {value!r}; use one of {[r.value for r in MessageRole]}"
-        ) from None
+    return value if isinstance(value, MessageRole) else MessageRole(value)
+
+
+# --- checking what the caller passed (a typed error naming the argument) -----------------
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def _text(instance: object, attribute: Any, value: Any) -> None:
+    if not isinstance(value, str):
+        raise InvalidArgumentError(
+            f"{attribute.name} must be a str, not {_type_name(value)}", argument=attribute.name
+        )
+
+
+def _optional_text(instance: object, attribute: Any, value: Any) -> None:
+    if value is not None:
+        _text(instance, attribute, value)
+
+
+def _checked_image_bytes(value: object) -> bytes | None:
+    """``image``: raw bytes, or base64 text (also a ``data:`` URL), or ``None``."""
+    if value is not None and not isinstance(value, (bytes, bytearray, memoryview, str)):
+        raise InvalidImageError(
+            f"image must be bytes or base64 text, not {_type_name(value)}; pass a path "
+            "with path= (or image_path=) and a PIL image with from_pil()"
+        )
+    return _to_image_bytes(value)
+
+
+def _checked_path(value: object) -> Path | None:
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise InvalidArgumentError(
+            f"path must be a str or a path, not {_type_name(value)}", argument="path"
+        )
+    return _to_path(value)
+
+
+def _checked_path_text(value: object) -> str | None:
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise InvalidArgumentError(
+            f"image_path must be a str or a path, not {_type_name(value)}",
+            argument="image_path",
+        )
+    return _to_path_text(value)
+
+
+def _base64_text(instance: object, attribute: Any, value: Any) -> None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidImageError(
+            f"ImageDocument(image=...) takes base64 text, not {_type_name(value)}; "
+            "use ImageDocument.from_bytes() for raw bytes"
+        )
+
+
+def _mapping(instance: object, attribute: Any, value: Any) -> None:
+    if not isinstance(value, Mapping):
+        raise InvalidArgumentError(
+            f"{attribute.name} must be a mapping (a dict), not {_type_name(value)}",
+            argument=attribute.name,
+        )
 
 
 def _decode_base64(value: str | bytes) -> bytes:
@@ -95,7 +159,7 @@ def _to_path_text(value: str | os.PathLike[str] | None) -> str | None:
 class TextBlock:
     """A piece of text in a message."""
 
-    text: str
+    text: str = field(validator=_text)
     block_type: Literal["text"] = field(default="text", init=False, repr=False)
 
 
@@ -137,11 +201,11 @@ class ImageBlock:
         ``ImageBlock(image=png_bytes, image_mimetype="image/png")``.
     """
 
-    image: bytes | None = field(default=None, converter=_to_image_bytes, repr=False)
-    path: Path | None = field(default=None, converter=_to_path)
-    url: str | None = None
-    image_mimetype: str | None = None
-    detail: str | None = None
+    image: bytes | None = field(default=None, converter=_checked_image_bytes, repr=False)
+    path: Path | None = field(default=None, converter=_checked_path)
+    url: str | None = field(default=None, validator=_optional_text)
+    image_mimetype: str | None = field(default=None, validator=_optional_text)
+    detail: str | None = field(default=None, validator=_optional_text)
     block_type: Literal["image"] = field(default="image", init=False, repr=False)
     #: the wire form, set on the blocks of a prepared request (see ``from_encoded``).
     encoded: EncodedImage | None = field(default=None, init=False, eq=False, repr=False)
@@ -179,21 +243,30 @@ class ImageBlock:
         The encoding happens here, in the caller's thread; for large pictures in
         async code prefer saving them to bytes in a worker thread first.
         """
+        if not isinstance(format, str):
+            raise InvalidArgumentError(
+                f"format must be a str such as 'PNG', not {_type_name(format)}", argument="format"
+            )
         fmt = format.upper()
         if fmt == "JPG":
             fmt = "JPEG"
-        if fmt == "PNG" and image.mode not in _PNG_MODES:
-            image = image.convert("RGBA" if "A" in image.mode else "RGB")
-        elif fmt == "JPEG" and image.mode not in ("RGB", "L", "CMYK"):
-            image = image.convert("RGB")
         buffer = io.BytesIO()
-        image.save(buffer, format=fmt)
+        try:
+            if fmt == "PNG" and image.mode not in _PNG_MODES:
+                image = image.convert("RGBA" if "A" in image.mode else "RGB")
+            elif fmt == "JPEG" and image.mode not in ("RGB", "L", "CMYK"):
+                image = image.convert("RGB")
+            image.save(buffer, format=fmt)
+        except (ValueError, OSError, KeyError, AttributeError, TypeError) as exc:
+            # A closed image ("Operation on closed image"), an unknown format, a mode
+            # the format cannot store, or not a PIL image at all.
+            raise InvalidImageError(f"cannot encode that image as {fmt}: {exc}") from exc
         return cls(image=buffer.getvalue(), image_mimetype=f"image/{fmt.lower()}", **kwargs)
 
     @classmethod
     def from_bytes(cls, data: bytes | bytearray | memoryview, **kwargs: Any) -> ImageBlock:
         """Wrap raw image bytes (their real type is recognised when the call is prepared)."""
-        return cls(image=bytes(data), **kwargs)
+        return cls(image=bytes(_raw_bytes(data)), **kwargs)
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str], **kwargs: Any) -> ImageBlock:
@@ -243,12 +316,36 @@ ImageInput = Union[
 ContentBlock = Union[TextBlock, ImageBlock]  # noqa: UP007 - a runtime alias on 3.10
 
 
-def _to_blocks(value: Sequence[ContentBlock]) -> tuple[ContentBlock, ...]:
+def _raw_bytes(data: object) -> bytes | bytearray | memoryview:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InvalidImageError(f"from_bytes() takes bytes, not {_type_name(data)}")
+    return data
+
+
+def _to_blocks(value: object) -> tuple[ContentBlock, ...]:
+    if isinstance(value, (str, bytes, TextBlock, ImageBlock)) or not isinstance(value, Sequence):
+        raise InvalidArgumentError(
+            f"blocks must be a list of TextBlock and ImageBlock, not {_type_name(value)}",
+            argument="blocks",
+        )
+    for index, block in enumerate(value):
+        if not isinstance(block, (TextBlock, ImageBlock)):
+            raise InvalidArgumentError(
+                f"blocks[{index}] must be a TextBlock or an ImageBlock, not {_type_name(block)}",
+                argument="blocks",
+            )
     return tuple(value)
 
 
 def _to_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    return {} if value is None else dict(value)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidArgumentError(
+            f"additional_kwargs must be a mapping (a dict), not {_type_name(value)}",
+            argument="additional_kwargs",
+        )
+    return dict(value)
 
 
 @final
@@ -257,11 +354,11 @@ class ChatMessage:
     """One message of a conversation: a role and typed content blocks.
 
     ``content`` is the plain-text shortcut, as in LlamaIndex:
-    ``ChatMessage(role="user", content="hi")`` holds one :class:`TextBlock`,
+    ``ChatMessage(role="user", content="hi")`` holds one [`TextBlock`][mmstream.TextBlock],
     and reading ``message.content`` joins the text blocks.
 
     Args:
-        role: a :class:`MessageRole` or its value (``"user"``, ...).
+        role: a [`MessageRole`][mmstream.MessageRole] or its value (``"user"``, ...).
         content: text for a single text block (use ``blocks`` for more).
         blocks: the content blocks, in order.
         additional_kwargs: provider-specific extras (tool call ids, names, ...).
@@ -281,7 +378,14 @@ class ChatMessage:
     ) -> None:
         if content is not None:
             if blocks:
-                raise ValueError("give either content or blocks, not both")
+                raise InvalidArgumentError(
+                    "give either content or blocks, not both", argument="content"
+                )
+            if not isinstance(content, str):
+                raise InvalidArgumentError(
+                    f"content must be a str (use blocks= for images), not {_type_name(content)}",
+                    argument="content",
+                )
             blocks = (TextBlock(content),)
         self.__attrs_init__(role, blocks, additional_kwargs)
 
@@ -303,15 +407,16 @@ class ImageDocument:
     """An image passed to ``complete``, as LlamaIndex's ``ImageDocument`` has it.
 
     Give one of ``image`` (base64 text), ``image_path`` or ``image_url``; use
-    :meth:`from_bytes` or :meth:`from_pil` for raw bytes and PIL images.
+    [`from_bytes`][mmstream.ImageDocument.from_bytes] or
+    [`from_pil`][mmstream.ImageDocument.from_pil] for raw bytes and PIL images.
     """
 
-    image: str | None = field(default=None, repr=False)
-    image_path: str | None = field(default=None, converter=_to_path_text)
-    image_url: str | None = None
-    image_mimetype: str | None = None
-    text: str = ""
-    metadata: Mapping[str, Any] = field(factory=dict, eq=False)
+    image: str | None = field(default=None, repr=False, validator=_base64_text)
+    image_path: str | None = field(default=None, converter=_checked_path_text)
+    image_url: str | None = field(default=None, validator=_optional_text)
+    image_mimetype: str | None = field(default=None, validator=_optional_text)
+    text: str = field(default="", validator=_text)
+    metadata: Mapping[str, Any] = field(factory=dict, eq=False, validator=_mapping)
     # The bytes ``image`` encodes, when ``from_bytes`` made it: not decoded again.
     _raw: bytes | None = field(default=None, init=False, eq=False, repr=False)
 
@@ -322,12 +427,12 @@ class ImageDocument:
             )
 
     @classmethod
-    def from_bytes(cls, data: bytes, **kwargs: Any) -> ImageDocument:
+    def from_bytes(cls, data: bytes | bytearray | memoryview, **kwargs: Any) -> ImageDocument:
         """Wrap raw image bytes (kept as base64 text, as LlamaIndex has it).
 
         The document keeps the bytes too, so the call does not decode the text again.
         """
-        raw = bytes(data)
+        raw = bytes(_raw_bytes(data))
         document = cls(image=base64.b64encode(raw).decode("ascii"), **kwargs)
         object.__setattr__(document, "_raw", raw)
         return document
@@ -382,7 +487,7 @@ class ImageDocument:
         )
 
     def to_block(self) -> ImageBlock:
-        """The same image as a message :class:`ImageBlock`."""
+        """The same image as a message [`ImageBlock`][mmstream.ImageBlock]."""
         return ImageBlock(
             image=self._raw if self._raw is not None else self.image,
             path=self.image_path,

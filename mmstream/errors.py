@@ -9,7 +9,9 @@ received so far. Each message ends with a hint, what to do about it: the class's
 ```
 MMStreamError                     .partial, .provider
 ├── ConfigurationError            fix the setup: missing key, unknown provider, bad option
+├── ClosedError                   the LLM was closed (or Python is exiting): use an open one
 ├── InvalidRequestError           local: we or the caller built something the provider won't take
+│   ├── InvalidArgumentError      an argument of the wrong type or value (.argument); a ValueError
 │   ├── InvalidImageError         an image that cannot be read, sniffed or fitted (.image_index)
 │   └── ForbiddenURLError         a URL mmstream will not download from (.rule, .url)
 ├── APIError                      remote: the provider answered with an error
@@ -49,10 +51,12 @@ __all__ = [
     "APITimeoutError",
     "AuthenticationError",
     "BadRequestError",
+    "ClosedError",
     "ConfigurationError",
     "ContentFilterError",
     "ForbiddenURLError",
     "IncompleteStreamError",
+    "InvalidArgumentError",
     "InvalidImageError",
     "InvalidRequestError",
     "MMStreamError",
@@ -125,10 +129,34 @@ class ConfigurationError(MMStreamError):
     hint = "Check the provider's settings and environment variables."
 
 
+class ClosedError(MMStreamError):
+    """The LLM was closed (``close()``, ``aclose()``, the end of ``with``), or Python is exiting.
+
+    A closed LLM stays closed: every later call raises this, and calls still
+    running when it was closed end with it.
+    """
+
+    hint = "Create a new MultiModalLLM; a closed one cannot be used again."
+
+
 class InvalidRequestError(MMStreamError):
     """The request cannot be sent as it stands; nothing was sent."""
 
     hint = "Fix the input and call again."
+
+
+class InvalidArgumentError(InvalidRequestError, ValueError):
+    """An argument of a public call has the wrong type or value; nothing was sent.
+
+    ``argument`` names it (``"messages"``, ``"temperature"``, ``"role"``, ...).
+    It is also a ``ValueError``, as attrs-style validation errors are.
+    """
+
+    hint = "Fix that argument and call again."
+
+    def __init__(self, message: str, *, argument: str, provider: str | None = None) -> None:
+        super().__init__(message, provider=provider)
+        self.argument = argument
 
 
 class InvalidImageError(InvalidRequestError):

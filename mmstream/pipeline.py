@@ -1,10 +1,12 @@
 """Pipeline components: an LLM call as a step with named inputs and outputs.
 
-:class:`MultiModalCompleteComponent` is LlamaIndex's query-pipeline component
+[`MultiModalCompleteComponent`][mmstream.pipeline.MultiModalCompleteComponent] is LlamaIndex's
+query-pipeline component
 for multi-modal LLMs (same input keys, output key, ``streaming`` flag and
 validation errors), so code written against it keeps working.
-:class:`MultiModalChatComponent` does the same for conversations, and
-:meth:`~MultiModalCompleteComponent.then` chains components: the output of
+[`MultiModalChatComponent`][mmstream.pipeline.MultiModalChatComponent] does the same for
+conversations, and
+`then` chains components: the output of
 one step feeds the next.
 
 Example:
@@ -39,6 +41,8 @@ from typing import (
 
 from attrs import evolve, field, frozen
 
+from mmstream._stream import ChatStream
+from mmstream._sync import Lease, SyncStream, blocking
 from mmstream.content import ChatMessage, ImageDocument, MessageRole
 from mmstream.responses import ChatResponse, CompletionResponse
 
@@ -110,42 +114,70 @@ def validate_and_convert_stringable(value: Any) -> str:
     raise ValueError(f"Input {value!r} is not stringable.")
 
 
+def _text(last: Any) -> str:
+    """The whole answer of a drained stream, from its last chunk."""
+    return "" if last is None else str(last.text)
+
+
+def _checked(chunk: Any) -> Any:
+    if not _is_response(chunk):
+        raise ValueError(f"Input {chunk!r} is not stringable.")
+    return chunk
+
+
 def _drain(stream: Iterator[Any]) -> str:
     """The whole text of a sync stream of chunks, closing it."""
     last: Any = None
     try:
-        for chunk in stream:
-            if not _is_response(chunk):
-                raise ValueError(f"Input {chunk!r} is not stringable.")
-            last = chunk
+        for last in stream:
+            _checked(last)
     finally:
         close = getattr(stream, "close", None)
         if close is not None:
             close()
-    return "" if last is None else str(last.text)
+    return _text(last)
 
 
 async def _adrain(stream: AsyncIterator[Any]) -> str:
     """The whole text of an async stream of chunks, closing it."""
     last: Any = None
     try:
-        async for chunk in stream:
-            if not _is_response(chunk):
-                raise ValueError(f"Input {chunk!r} is not stringable.")
-            last = chunk
+        async for last in stream:
+            _checked(last)
     finally:
         aclose = getattr(stream, "aclose", None)
         if aclose is not None:
             await aclose()
-    return "" if last is None else str(last.text)
+    return _text(last)
 
 
 async def _aresolve(inputs: dict[str, Any]) -> dict[str, Any]:
-    """Drain async streams among the inputs (the async twin of the sync draining)."""
+    """Drain the streams among the inputs into their text.
+
+    An async stream is drained here; a blocking one (a step's output from
+    ``run``) is drained in a worker thread, since its chunks come through the
+    event loop this runs on.
+    """
     for key, value in inputs.items():
         if isinstance(value, AsyncIterator) and not isinstance(value, Iterator):
             inputs[key] = await _adrain(value)
+        elif isinstance(value, Iterator) and not isinstance(value, (str, bytes)):
+            import anyio.to_thread
+
+            inputs[key] = await anyio.to_thread.run_sync(_drain, value)
     return inputs
+
+
+def _blocking_outputs(lease: Lease, outputs: dict[str, Any]) -> dict[str, Any]:
+    """``arun``'s outputs for a blocking caller: an async stream becomes a SyncStream."""
+    for key, value in outputs.items():
+        if isinstance(value, ChatStream):
+            outputs[key] = SyncStream(lease, value)
+    return outputs
+
+
+#: the portal lease of chains whose steps bring none (no LLM component among them).
+_shared_lease = Lease("asyncio")
 
 
 def _is_chat(value: object) -> bool:
@@ -178,12 +210,12 @@ class _LLMComponent:
 
     @property
     def input_keys(self) -> frozenset[str]:
-        """The names :meth:`run` takes."""
+        """The names `run` takes."""
         return self._input_keys
 
     @property
     def output_keys(self) -> frozenset[str]:
-        """The names :meth:`run` returns: ``{"output"}``."""
+        """The names `run` returns: ``{"output"}``."""
         return frozenset({"output"})
 
     def partial(self: C, **inputs: Any) -> C:
@@ -202,6 +234,9 @@ class _LLMComponent:
                 ``other``'s primary input (``prompt`` or ``messages``).
         """
         return Chain((cast(Component, self),)).then(other, map=map)
+
+    def _blocking_lease(self) -> Lease:
+        return self.multi_modal_llm._blocking_lease()
 
     def _check_keys(self, inputs: Mapping[str, Any]) -> None:
         unknown = sorted(set(inputs) - self._input_keys)
@@ -223,22 +258,23 @@ class MultiModalCompleteComponent(_LLMComponent):
     """LlamaIndex's multi-modal completion component: ``prompt`` and images in, ``output`` out.
 
     ``run(prompt=..., image_documents=[...])`` returns ``{"output": response}``:
-    the :class:`~mmstream.CompletionResponse`, or with ``streaming=True`` the
-    stream itself (a sync stream from :meth:`run`, an async one from
-    :meth:`arun`). A prompt that is not a string is converted to text when it
+    the [`CompletionResponse`][mmstream.CompletionResponse], or with ``streaming=True`` the
+    stream itself (a sync stream from `run`, an async one from
+    [`arun`][mmstream.pipeline.MultiModalCompleteComponent.arun]). A prompt that is not a string is
+    converted to text when it
     has one (a response, a drained stream, ``str()``).
 
     Args:
         multi_modal_llm: the LLM to call.
         streaming: return the stream instead of the final response.
         options: call options for every call (``temperature``, ``max_tokens``, ...).
-        partial_inputs: inputs fixed in advance (see :meth:`partial`).
+        partial_inputs: inputs fixed in advance (see `partial`).
 
     Raises:
         ValueError: ``Prompt must be in input dict.``, ``image_documents must be a
             list.``, ``image_documents must be a list of ImageDocument objects.``
-        NotImplementedError: for a :class:`~mmstream.ChatMessage` prompt or a list
-            of them (use :class:`MultiModalChatComponent`).
+        NotImplementedError: for a [`ChatMessage`][mmstream.ChatMessage] prompt or a list
+            of them (use [`MultiModalChatComponent`][mmstream.pipeline.MultiModalChatComponent]).
     """
 
     _input_keys: ClassVar[frozenset[str]] = frozenset({"prompt", "image_documents"})
@@ -267,15 +303,7 @@ class MultiModalCompleteComponent(_LLMComponent):
                 raise ValueError("image_documents must be a list of ImageDocument objects.")
         return {"prompt": validate_and_convert_stringable(prompt), "image_documents": documents}
 
-    def run(self, **inputs: Any) -> dict[str, Any]:
-        """Call ``complete`` (or ``stream_complete``) and return ``{"output": ...}``."""
-        valid = self.validate_inputs(inputs)
-        llm = self.multi_modal_llm
-        if self.streaming:
-            return {"output": llm.stream_complete(**valid, **self.options)}
-        return {"output": llm.complete(**valid, **self.options)}
-
-    async def arun(self, **inputs: Any) -> dict[str, Any]:
+    async def arun(self, /, **inputs: Any) -> dict[str, Any]:
         """Call ``acomplete`` (or ``astream_complete``) and return ``{"output": ...}``.
 
         An async stream given as the prompt (a previous step's streamed output)
@@ -287,6 +315,9 @@ class MultiModalCompleteComponent(_LLMComponent):
             return {"output": llm.astream_complete(**valid, **self.options)}
         return {"output": await llm.acomplete(**valid, **self.options)}
 
+    #: ``arun``, blocking: ``{"output": response}`` (with ``streaming``: a sync stream).
+    run = blocking(arun, convert=_blocking_outputs)
+
     # LlamaIndex's names for the same calls.
     run_component = run
     arun_component = arun
@@ -297,10 +328,10 @@ class MultiModalCompleteComponent(_LLMComponent):
 class MultiModalChatComponent(_LLMComponent):
     """A conversation as a pipeline step: ``messages`` in, ``output`` out.
 
-    ``messages`` is a list of :class:`~mmstream.ChatMessage` (or strings, as
+    ``messages`` is a list of [`ChatMessage`][mmstream.ChatMessage] (or strings, as
     user messages), one message, or anything with a text form (a previous
     step's response or stream), which becomes one user message. The output is
-    the :class:`~mmstream.ChatResponse`, or with ``streaming=True`` the stream.
+    the [`ChatResponse`][mmstream.ChatResponse], or with ``streaming=True`` the stream.
 
     Raises:
         ValueError: ``Messages must be in input dict.``, or messages that are
@@ -328,15 +359,7 @@ class MultiModalChatComponent(_LLMComponent):
             raise ValueError("messages must be a list of ChatMessage objects.")
         return {"messages": [_user(validate_and_convert_stringable(value))]}
 
-    def run(self, **inputs: Any) -> dict[str, Any]:
-        """Call ``chat`` (or ``stream_chat``) and return ``{"output": ...}``."""
-        messages: Sequence[ChatMessage] = self.validate_inputs(inputs)["messages"]
-        llm = self.multi_modal_llm
-        if self.streaming:
-            return {"output": llm.stream_chat(messages, **self.options)}
-        return {"output": llm.chat(messages, **self.options)}
-
-    async def arun(self, **inputs: Any) -> dict[str, Any]:
+    async def arun(self, /, **inputs: Any) -> dict[str, Any]:
         """Call ``achat`` (or ``astream_chat``) and return ``{"output": ...}``."""
         valid = self.validate_inputs(await _aresolve({**inputs}))
         messages: Sequence[ChatMessage] = valid["messages"]
@@ -345,6 +368,8 @@ class MultiModalChatComponent(_LLMComponent):
             return {"output": llm.astream_chat(messages, **self.options)}
         return {"output": await llm.achat(messages, **self.options)}
 
+    #: ``arun``, blocking: ``{"output": response}`` (with ``streaming``: a sync stream).
+    run = blocking(arun, convert=_blocking_outputs)
     run_component = run
     arun_component = arun
 
@@ -390,7 +415,7 @@ def _mapper(
 class Chain:
     """Steps run one after another, each one's outputs mapped to the next one's inputs.
 
-    Build it with :meth:`MultiModalCompleteComponent.then`. A streamed output
+    Build it with `MultiModalCompleteComponent.then`. A streamed output
     in the middle of a chain is drained into text before the next step; the
     last step's output is returned as it is (a stream, if it streams).
     """
@@ -409,19 +434,22 @@ class Chain:
         return self.steps[-1].output_keys
 
     def then(self, other: Component, *, map: InputMap | None = None) -> Chain:
-        """This chain with one more step (see :meth:`MultiModalCompleteComponent.then`)."""
+        """This chain with one more step (see `MultiModalCompleteComponent.then`)."""
         return Chain((*self.steps, other), (*self.maps, _mapper(other, map)))
 
-    def run(self, **inputs: Any) -> dict[str, Any]:
-        """Run every step with the blocking calls; return the last step's outputs."""
-        outputs = self.steps[0].run(**inputs)
-        for step, map in zip(self.steps[1:], self.maps, strict=True):
-            outputs = step.run(**map(outputs))
-        return outputs
-
-    async def arun(self, **inputs: Any) -> dict[str, Any]:
+    async def arun(self, /, **inputs: Any) -> dict[str, Any]:
         """Run every step with the async calls; return the last step's outputs."""
         outputs = await self.steps[0].arun(**inputs)
         for step, map in zip(self.steps[1:], self.maps, strict=True):
             outputs = await step.arun(**map(outputs))
         return outputs
+
+    #: ``arun``, blocking: the last step's outputs (a stream in them is a sync stream).
+    run = blocking(arun, convert=_blocking_outputs)
+
+    def _blocking_lease(self) -> Lease:
+        for step in self.steps:
+            lease = getattr(step, "_blocking_lease", None)
+            if lease is not None:
+                return lease()  # type: ignore[no-any-return]
+        return _shared_lease

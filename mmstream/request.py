@@ -1,12 +1,13 @@
 """A call, normalized: what the middleware see and what providers translate.
 
-:class:`ChatRequest` is one call (messages, options, the provider that serves
-it); :class:`HTTPRequest` is a provider's pure description of the HTTP request
-to send for it. Both are frozen values, derived with :func:`attrs.evolve`.
+[`ChatRequest`][mmstream.ChatRequest] is one call (messages, options, the provider that serves
+it); [`HTTPRequest`][mmstream.HTTPRequest] is a provider's pure description of the HTTP request
+to send for it. Both are frozen values, derived with `attrs.evolve`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, final
 
@@ -14,7 +15,7 @@ import attrs
 from attrs import field, frozen
 
 from mmstream.content import ChatMessage
-from mmstream.errors import ConfigurationError, InvalidRequestError
+from mmstream.errors import ConfigurationError, InvalidArgumentError
 
 if TYPE_CHECKING:
     from mmstream.providers.base import Provider
@@ -34,20 +35,97 @@ StreamFormat = Literal["sse", "ndjson"]
 _CONNECT_CAP = 10.0
 
 
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _to_stop(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
     if value is None:
         return None
     if isinstance(value, str):
         return (value,)
-    return tuple(value)
+    if isinstance(value, Iterable) and not isinstance(value, (bytes, Mapping)):
+        stop = tuple(value)
+        if all(isinstance(item, str) for item in stop):
+            return stop
+    raise InvalidArgumentError(
+        f"stop must be a str or a list of str, not {_type_name(value)}", argument="stop"
+    )
 
 
 def _to_messages(value: Iterable[ChatMessage]) -> tuple[ChatMessage, ...]:
-    return tuple(value)
+    if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+        raise InvalidArgumentError(
+            f"messages must be a list of ChatMessage, not {_type_name(value)}",
+            argument="messages",
+        )
+    messages = tuple(value)
+    for index, message in enumerate(messages):
+        if not isinstance(message, ChatMessage):
+            raise InvalidArgumentError(
+                f"messages[{index}] must be a ChatMessage, not {_type_name(message)}",
+                argument="messages",
+            )
+    return messages
 
 
 def _to_extra(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    return {} if value is None else dict(value)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidArgumentError(
+            f"extra must be a mapping (a dict) of options, not {_type_name(value)}",
+            argument="extra",
+        )
+    return dict(value)
+
+
+def _number(low: float, high: float = math.inf) -> Any:
+    """A validator: ``None`` or a number in [low, high] (not a bool, not NaN)."""
+
+    def check(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is None:
+            return
+        if not _is_number(value) or not low <= value <= high:
+            bounds = f">= {low:g}" if high == math.inf else f"between {low:g} and {high:g}"
+            if _is_number(value) and not math.isfinite(value):
+                bounds += " (NaN and infinity cannot be sent as JSON)"
+            raise InvalidArgumentError(
+                f"{attribute.name} must be a number {bounds}, not {value!r}",
+                argument=attribute.name,
+            )
+
+    return check
+
+
+def _count(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidArgumentError(
+            f"{attribute.name} must be a whole number >= 1, not {value!r}", argument=attribute.name
+        )
+
+
+def _seconds(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """A Timeouts phase: ``None`` (no limit) or a number of seconds > 0."""
+    if value is None:
+        return
+    if not _is_number(value) or not value > 0:
+        raise InvalidArgumentError(
+            f"Timeouts({attribute.name}=...) must be a number of seconds > 0 or None, "
+            f"not {value!r}",
+            argument="timeout",
+        )
+
+
+def _timeout(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None:
+        Timeouts.from_value(value)
 
 
 @final
@@ -66,7 +144,7 @@ class Timeouts:
     A plain number ``t`` (``timeout=30``) means ``read``, ``write`` and ``pool``
     of ``t`` and ``connect`` of ``min(t, 10)``, with no total (the httpx and
     OpenAI SDK meaning). Give ``Timeouts`` for a total or finer control, to
-    :class:`Transport` (for every call) or as a call's ``timeout`` option (which
+    [`Transport`][mmstream.Transport] (for every call) or as a call's ``timeout`` option (which
     replaces the transport's for that call).
 
     Example:
@@ -74,11 +152,11 @@ class Timeouts:
         ``await llm.acomplete("...", timeout=Timeouts(total=20))``.
     """
 
-    connect: float | None = _CONNECT_CAP
-    read: float | None = 600.0
-    write: float | None = 600.0
-    pool: float | None = 600.0
-    total: float | None = None
+    connect: float | None = field(default=_CONNECT_CAP, validator=_seconds)
+    read: float | None = field(default=600.0, validator=_seconds)
+    write: float | None = field(default=600.0, validator=_seconds)
+    pool: float | None = field(default=600.0, validator=_seconds)
+    total: float | None = field(default=None, validator=_seconds)
 
     @classmethod
     def from_value(cls, value: float | Timeouts | Any | None) -> Timeouts:
@@ -87,9 +165,11 @@ class Timeouts:
             return DEFAULT_TIMEOUT
         if isinstance(value, Timeouts):
             return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if _is_number(value):
             if not value > 0:
-                raise InvalidRequestError(f"timeout must be > 0 seconds, not {value!r}")
+                raise InvalidArgumentError(
+                    f"timeout must be > 0 seconds, not {value!r}", argument="timeout"
+                )
             seconds = float(value)
             return cls(
                 connect=min(seconds, _CONNECT_CAP), read=seconds, write=seconds, pool=seconds
@@ -97,8 +177,9 @@ class Timeouts:
         phases = ("connect", "read", "write", "pool")
         if all(hasattr(value, phase) for phase in phases):  # an httpx.Timeout
             return cls(**{phase: getattr(value, phase) for phase in phases})
-        raise InvalidRequestError(
-            f"timeout must be a number of seconds or a Timeouts, not {type(value).__name__}"
+        raise InvalidArgumentError(
+            f"timeout must be a number of seconds or a Timeouts, not {type(value).__name__}",
+            argument="timeout",
         )
 
 
@@ -116,11 +197,11 @@ class CallOptions:
     ones its API takes. ``timeout`` (seconds) bounds the HTTP exchange.
     """
 
-    temperature: float | None = None
-    max_tokens: int | None = None
-    top_p: float | None = None
+    temperature: float | None = field(default=None, validator=_number(0))
+    max_tokens: int | None = field(default=None, validator=_count)
+    top_p: float | None = field(default=None, validator=_number(0, 1))
     stop: tuple[str, ...] | None = field(default=None, converter=_to_stop)
-    timeout: float | Timeouts | None = None
+    timeout: float | Timeouts | None = field(default=None, validator=_timeout)
     extra: Mapping[str, Any] = field(factory=dict, converter=_to_extra)
 
     def merge(self, **overrides: Any) -> CallOptions:
@@ -134,7 +215,7 @@ class CallOptions:
             if value is None:
                 continue
             if name == "extra":
-                extra.update(value)
+                extra.update(_to_extra(value))
             elif name in _OPTION_NAMES:
                 known[name] = value
             else:
@@ -143,6 +224,27 @@ class CallOptions:
 
 
 _OPTION_NAMES = frozenset(a.name for a in attrs.fields(CallOptions)) - {"extra"}
+
+
+def _provider(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not callable(getattr(value, "build_request", None)):
+        raise InvalidArgumentError(
+            f"provider must be a provider instance, not {_type_name(value)}", argument="provider"
+        )
+
+
+def _options(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, CallOptions):
+        raise InvalidArgumentError(
+            f"options must be a CallOptions, not {_type_name(value)}", argument="options"
+        )
+
+
+def _operation(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value not in ("chat", "complete"):
+        raise InvalidArgumentError(
+            f"operation must be 'chat' or 'complete', not {value!r}", argument="operation"
+        )
 
 
 @final
@@ -154,16 +256,16 @@ class ChatRequest:
         messages: the conversation.
         options: the merged call options.
         provider: the provider that will serve the call (a middleware such as
-            Fallback may swap it with :func:`attrs.evolve`).
+            Fallback may swap it with `attrs.evolve`).
         operation: ``"chat"`` or ``"complete"``, for traces.
         attempt: 1 for the first try; the Retry middleware counts up.
     """
 
     messages: tuple[ChatMessage, ...] = field(converter=_to_messages)
-    options: CallOptions = field(factory=CallOptions)
-    provider: Provider
-    operation: Literal["chat", "complete"] = "chat"
-    attempt: int = 1
+    options: CallOptions = field(factory=CallOptions, validator=_options)
+    provider: Provider = field(validator=_provider)
+    operation: Literal["chat", "complete"] = field(default="chat", validator=_operation)
+    attempt: int = field(default=1, validator=_count)
 
     @property
     def model(self) -> str:
@@ -176,6 +278,28 @@ class ChatRequest:
         return self.provider.name
 
 
+def _http_text(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str):
+        raise ConfigurationError(
+            f"the provider built a request whose {attribute.name} is a {_type_name(value)}, "
+            "not a str"
+        )
+
+
+def _headers(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(
+            f"the provider built a request whose headers are a {_type_name(value)}, not a mapping"
+        )
+
+
+def _stream_format(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value not in ("sse", "ndjson"):
+        raise ConfigurationError(
+            f"the provider built a request with stream_format {value!r} ('sse' or 'ndjson')"
+        )
+
+
 @final
 @frozen(kw_only=True)
 class HTTPRequest:
@@ -185,12 +309,12 @@ class HTTPRequest:
     ``stream_format`` tells the transport how the response body is framed.
     """
 
-    method: str = "POST"
-    url: str
-    headers: Mapping[str, str] = field(factory=dict, repr=False)
+    method: str = field(default="POST", validator=_http_text)
+    url: str = field(validator=_http_text)
+    headers: Mapping[str, str] = field(factory=dict, repr=False, validator=_headers)
     json: Any = field(default=None, repr=False)
-    stream_format: StreamFormat = "sse"
-    timeout: float | Timeouts | None = None
+    stream_format: StreamFormat = field(default="sse", validator=_stream_format)
+    timeout: float | Timeouts | None = field(default=None, validator=_timeout)
 
     def __attrs_post_init__(self) -> None:
         if not self.url:

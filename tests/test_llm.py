@@ -379,13 +379,26 @@ def test_blocking_call_from_inside_the_portal_is_refused() -> None:
     assert "use the async method" in str(errors[0])
 
 
-def test_closed_llm_can_be_used_again() -> None:
+def test_a_closed_llm_stays_closed() -> None:
+    """Closed means closed: every later call, blocking or async, raises ClosedError."""
     llm = mm.MultiModalLLM()
     assert llm.complete("one").finish_reason == "stop"
     llm.close()
     llm.close()  # idempotent
-    assert llm.complete("two").finish_reason == "stop"
-    llm.close()
+    assert llm.closed
+    for call in (
+        lambda: llm.complete("two"),
+        lambda: llm.chat(["two"]),
+        lambda: next(iter(llm.stream_complete("two"))),
+        lambda: llm.astream_chat(["two"]),
+        lambda: anyio.run(llm.acomplete, "two"),
+        llm.__enter__,
+        lambda: anyio.run(llm.__aenter__),
+    ):
+        with pytest.raises(mm.ClosedError, match="the LLM was closed") as caught:
+            call()
+        assert "Create a new MultiModalLLM" in str(caught.value)
+        assert "environment variables" not in str(caught.value)
 
 
 def test_sync_stream_next_and_for_share_one_position() -> None:

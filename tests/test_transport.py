@@ -191,7 +191,7 @@ async def test_one_pool_per_loop_reused_across_calls_and_closed_by_aclose(
         async for _ in stream:
             pass
     assert mmstream_server.connections_opened == 1  # one kept-alive connection, reused
-    await llm.aclose()
+    await llm.transport.aclose()
     assert client.is_closed
     await mmstream_server.wait_until(lambda s: s.connections_open == 0)
     assert (await llm.acomplete("five")).text == answer_text("five")  # a new pool

@@ -37,12 +37,16 @@ def _returns(generator: str, original: griffe.Function) -> str | griffe.Expr | N
 def blocking_twin(cls: griffe.Class, name: str, member: griffe.Object) -> griffe.Function | None:
     """The method that `name = blocking(original)` generates, or ``None`` for another value."""
     value = getattr(member, "value", None)
-    if not isinstance(value, griffe.ExprCall) or len(value.arguments) != 1:
+    if not isinstance(value, griffe.ExprCall):
+        return None
+    # `blocking(arun, convert=...)`: the one positional argument is the original.
+    positional = [a for a in value.arguments if not isinstance(a, griffe.ExprKeyword)]
+    if len(positional) != 1:
         return None
     generator = str(value.function)
     if generator not in _GENERATORS:
         return None
-    original = cls.members.get(str(value.arguments[0]))
+    original = cls.members.get(str(positional[0]))
     if original is None or original.is_alias or not isinstance(original, griffe.Function):
         return None
     summary = original.docstring.value.split("\n\n", 1)[0] if original.docstring else ""

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal, final
 import anyio
 import anyio.to_thread
 
-from mmstream._sync import PortalRunner, blocking
+from mmstream._sync import Lease, blocking
 from mmstream.batch._errors import BatchAbortedError, OutputFileError
 from mmstream.batch._executor import Executor, StreamingExecutor, run_all
 from mmstream.batch._files import JobsInput, JobSource, ResultsFile, job_source
@@ -251,8 +251,8 @@ class Batch:
     ) -> None:
         self.close()
 
-    def _portal_runner(self) -> PortalRunner:
-        return self.llm._portal_runner()
+    def _blocking_lease(self) -> Lease:
+        return self.llm._blocking_lease()
 
 
 def _refuse_same_file(jobs: Any, output: str | os.PathLike[str]) -> None:

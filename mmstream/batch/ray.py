@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal, final
 import anyio
 import anyio.to_thread
 
-from mmstream._sync import PortalRunner, blocking
+from mmstream._sync import Lease, blocking
 from mmstream.batch._errors import InvalidJobError
 from mmstream.batch._executor import StreamingExecutor
 from mmstream.batch._job import JOB_FIELDS, Job
@@ -365,8 +365,8 @@ class LLMPredictor:
 
     run_rows = blocking(arun_rows)
 
-    def _portal_runner(self) -> PortalRunner:
-        return self.llm._portal_runner()
+    def _blocking_lease(self) -> Lease:
+        return self.llm._blocking_lease()
 
 
 class _Collect:

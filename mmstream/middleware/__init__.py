@@ -3,8 +3,13 @@
 A middleware is a callable ``(request, call_next) -> AsyncIterator[ChatResponse]``,
 usually an attrs instance whose ``async def __call__`` is an async generator
 that acts before the call, on every chunk, after it and on error. The list
-given to :class:`~mmstream.MultiModalLLM` is outermost first. Per-call state
+given to [`MultiModalLLM`][mmstream.MultiModalLLM] is outermost first. Per-call state
 lives in locals; iterators returned by ``call_next`` are closed by the chain.
+
+A layer may instead (or as well) have a ``batches(request, call_next)`` method
+that yields the chunks of one network read as a list
+([`BatchMiddleware`][mmstream.middleware.BatchMiddleware]): the chain then
+runs it once per read instead of once per chunk.
 
 Example:
     ```python
@@ -21,7 +26,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from mmstream.middleware.chain import CallNext, Middleware, compose
+from mmstream.middleware.chain import (
+    BatchCallNext,
+    BatchMiddleware,
+    CallNext,
+    Chain,
+    Middleware,
+    compose,
+)
 
 if TYPE_CHECKING:  # imported on first use at run time (see __getattr__)
     from mmstream.middleware.callbacks import Callbacks
@@ -34,8 +46,11 @@ if TYPE_CHECKING:  # imported on first use at run time (see __getattr__)
     from mmstream.middleware.tracing import TraceRecord, Tracing
 
 __all__ = [
+    "BatchCallNext",
+    "BatchMiddleware",
     "CallNext",
     "Callbacks",
+    "Chain",
     "Fallback",
     "Logging",
     "Middleware",
