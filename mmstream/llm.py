@@ -18,13 +18,14 @@ from typing import Any, Generic, Literal, TypeVar, final
 import anyio
 
 from mmstream import _endpoint
+from mmstream._offline_transport import OFFLINE_MOUNTS
 from mmstream._sync import PortalRunner, blocking, blocking_stream
 from mmstream.content import ChatMessage, ContentBlock, ImageDocument, MessageRole, TextBlock
 from mmstream.errors import InvalidRequestError, MMStreamError
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.middleware.chain import Middleware, Opened, compose
+from mmstream.protocols import Provider
 from mmstream.providers import from_string
-from mmstream.providers.base import Provider
 from mmstream.request import ChatRequest
 from mmstream.responses import ChatResponse, CompletionResponse
 from mmstream.transport import Transport
@@ -270,6 +271,8 @@ class MultiModalLLM:
         self.provider: Provider = provider
         self.middleware: tuple[Middleware, ...] = tuple(middleware)
         self.transport = transport if transport is not None else Transport()
+        for pattern, server in OFFLINE_MOUNTS.items():
+            self.transport.mount(pattern, server)  # the offline server, on every transport
         self.sync_backend = sync_backend
         # Without middleware the stream reads the endpoint's batches (one list per network
         # read) itself; middleware see one chunk at a time.

@@ -16,7 +16,17 @@ ROOT = Path(__file__).parent.parent
 PACKAGE = ROOT / "mmstream"
 
 #: modules that must stay sans-I/O: no httpx, no anyio, no await (STYLE.md).
-PURE = ("content", "responses", "request", "sse", "errors", "metadata", "_secret", "images")
+PURE = (
+    "content",
+    "responses",
+    "request",
+    "sse",
+    "errors",
+    "metadata",
+    "_secret",
+    "images",
+    "protocols",
+)
 
 
 def test_all_is_sorted_and_complete() -> None:
@@ -36,6 +46,7 @@ def test_all_is_sorted_and_complete() -> None:
         "cli",
         "pipeline",
         "testing",
+        "protocols",
     }
 
 

@@ -317,6 +317,9 @@ async def test_a_failing_parse_error_falls_back_to_the_common_shapes() -> None:
         image_policy = inner.image_policy
         metadata = inner.metadata
 
+        def check(self) -> None:
+            self.inner.check()
+
         def build_request(self, request: mm.ChatRequest) -> mm.HTTPRequest:
             return self.inner.build_request(request)
 

@@ -11,12 +11,11 @@ after it. An ``{"error": "..."}`` line ends the stream with an error.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from typing import Any, ClassVar, final
 
 import attrs
-from attrs import Factory, field, frozen
+from attrs import field, frozen
 
 from mmstream._secret import Secret, to_secret
 from mmstream.content import ChatMessage, ImageBlock, MessageRole, TextBlock
@@ -24,11 +23,13 @@ from mmstream.errors import APIError, InvalidImageError, OverloadedError, Server
 from mmstream.images import OLLAMA_POLICY, ImagePolicy, encode_base64
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.providers.base import (
-    MMSTREAM_OPTIONS,
+    BaseProvider,
     JSONLinesDecoder,
-    OptionFields,
-    default_parse_error,
-    env_value,
+    count,
+    longest_prefix,
+    max_line,
+    passed_through,
+    sampling,
 )
 from mmstream.request import ChatRequest, HTTPRequest
 from mmstream.responses import ChatResponse, Usage
@@ -80,12 +81,17 @@ _ROLES: Mapping[MessageRole, str] = {
 }
 
 
+#: portable options and their names in Ollama's ``options``.
+_SAMPLING = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "max_tokens": "num_predict",
+    "stop": "stop",
+}
+
+
 def _native_context(model: str) -> int | None:
-    name = model.rpartition("/")[2]
-    best: tuple[str, int] | None = None
-    for entry in _MODELS:
-        if name.startswith(entry[0]) and (best is None or len(entry[0]) > len(best[0])):
-            best = entry
+    best = longest_prefix(_MODELS, model)
     return None if best is None else best[1]
 
 
@@ -127,26 +133,18 @@ def _normalize_host(value: str) -> str:
     return url
 
 
-def _default_base_url() -> str:
-    return env_value(os.environ, "OLLAMA_HOST") or DEFAULT_BASE_URL
-
-
-def _default_key() -> Secret | None:
-    return to_secret(env_value(os.environ, "OLLAMA_API_KEY"))
-
-
 @final
 @frozen(kw_only=True)
-class Ollama(OptionFields):
+class Ollama(BaseProvider):
     """A model served by Ollama (``"ollama:MODEL"``), local or behind a proxy.
 
     Args:
         model: the model tag (``"llama3.2-vision"``, ``"gemma3:4b"``, ``"qwen2.5vl"``).
         api_key: optional; sent as a bearer token (Ollama's cloud, or a proxy that
-            wants one); read from ``OLLAMA_API_KEY``. A local server needs none.
-        base_url: the server; ``OLLAMA_HOST`` or ``http://localhost:11434``. A host
-            without scheme or port is completed as Ollama does (``"gpu-box"`` →
-            ``http://gpu-box:11434``).
+            wants one; ``OLLAMA_API_KEY``). A local server needs none.
+        base_url: the server, ``http://localhost:11434`` (``OLLAMA_HOST``, as
+            Ollama's own client reads it). A host without scheme or port is
+            completed as Ollama does (``"gpu-box"`` → ``http://gpu-box:11434``).
         keep_alive: how long the model stays loaded after the call (``"5m"``, ``0``, ...).
         num_ctx: the context window to serve (Ollama's default is 4096 tokens).
         **options: default call options; ``max_tokens`` is sent as ``num_predict``.
@@ -158,10 +156,14 @@ class Ollama(OptionFields):
     """
 
     name: ClassVar[str] = "ollama"
+    environment: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "api_key": ("OLLAMA_API_KEY",),
+        "base_url": ("OLLAMA_HOST",),
+    }
 
     model: str
-    api_key: Secret | None = field(default=Factory(_default_key), converter=to_secret, repr=False)
-    base_url: str = field(default=Factory(_default_base_url), converter=_normalize_host)
+    api_key: Secret | None = field(default=None, converter=to_secret, repr=False)
+    base_url: str = field(default=DEFAULT_BASE_URL, converter=_normalize_host)
     keep_alive: str | float | None = None
     num_ctx: int | None = None
 
@@ -187,8 +189,13 @@ class Ollama(OptionFields):
 
     @property
     def image_policy(self) -> ImagePolicy:
-        """Ollama's image rules (see :data:`mmstream.images.OLLAMA_POLICY`): inline only."""
+        """Ollama's image rules (see ``mmstream.images.OLLAMA_POLICY``): inline only."""
         return OLLAMA_POLICY
+
+    @property
+    def api_base(self) -> str:
+        """The server (``base_url``)."""
+        return self.base_url
 
     def build_request(self, request: ChatRequest) -> HTTPRequest:
         """The streaming ``POST /api/chat`` request for a call.
@@ -203,31 +210,21 @@ class Ollama(OptionFields):
         for message in request.messages:
             entry, image_index = _message(message, image_index)
             messages.append(entry)
-        sampling: dict[str, Any] = {}
-        if options.temperature is not None:
-            sampling["temperature"] = options.temperature
-        if options.top_p is not None:
-            sampling["top_p"] = options.top_p
-        if options.max_tokens is not None:
-            sampling["num_predict"] = options.max_tokens
-        if options.stop:
-            sampling["stop"] = list(options.stop)
+        settings = sampling(options, _SAMPLING)
         if self.num_ctx is not None:
-            sampling["num_ctx"] = self.num_ctx
+            settings["num_ctx"] = self.num_ctx
         body: dict[str, Any] = {"model": self.model, "messages": messages, "stream": True}
         if self.keep_alive is not None:
             body["keep_alive"] = self.keep_alive
-        for key, value in options.extra.items():
-            if key in MMSTREAM_OPTIONS:
-                continue
+        for key, value in passed_through(options):
             if key in _TOP_LEVEL:
                 body[key] = value
             elif key == "options" and isinstance(value, Mapping):
-                sampling.update(value)
+                settings.update(value)
             else:
-                sampling[key] = value
-        if sampling:
-            body["options"] = sampling
+                settings[key] = value
+        if settings:
+            body["options"] = settings
         headers = {"content-type": "application/json"}
         if self.api_key:
             headers["authorization"] = f"Bearer {self.api_key.get_secret_value()}"
@@ -239,17 +236,19 @@ class Ollama(OptionFields):
             timeout=options.timeout,
         )
 
-    def new_decoder(self, request: ChatRequest) -> OllamaDecoder:
+    def new_decoder(self, request: ChatRequest | None = None) -> OllamaDecoder:
         """A decoder for one call's NDJSON lines."""
-        return OllamaDecoder(self.model)
+        return OllamaDecoder(self.model, max_line=max_line(request))
 
-    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> APIError:
-        """The typed error for an HTTP error response (``{"error": "..."}``).
+    def decode_json(self, body: bytes) -> ChatResponse:
+        """A non-streamed answer (one ``"done": true`` object with the whole message) as one chunk.
 
-        404 is a model that is not pulled (:class:`~mmstream.errors.NotFoundError`,
-        with Ollama's "try pulling it first"); 503 is a busy server.
+        Errors are the common ``{"error": "..."}`` shape: an HTTP 404 is a model
+        that is not pulled ([`NotFoundError`][mmstream.errors.NotFoundError], with
+        Ollama's "try pulling it first"), a 503 a busy server (the shell's
+        ``parse_error``).
         """
-        return default_parse_error(self.name, status, headers, body)
+        return self.new_decoder().whole(body)
 
 
 def _message(message: ChatMessage, image_index: int) -> tuple[dict[str, Any], int]:
@@ -338,11 +337,11 @@ class OllamaDecoder(JSONLinesDecoder):
         if event.get("done") is True:
             builder.finish_reason = str(event.get("done_reason") or "stop")
             builder.usage = Usage(
-                input_tokens=_count(event.get("prompt_eval_count")),
-                output_tokens=_count(event.get("eval_count")),
+                input_tokens=count(event.get("prompt_eval_count")),
+                output_tokens=count(event.get("eval_count")),
             )
             final = builder.finish(event)
-            timings = {k: event[k] for k in _TIMINGS if _count(event.get(k)) is not None}
+            timings = {k: event[k] for k in _TIMINGS if count(event.get(k)) is not None}
             if timings:
                 extras = {**final.additional_kwargs, "timings": timings}
                 final = attrs.evolve(final, additional_kwargs=extras)
@@ -361,7 +360,3 @@ class OllamaDecoder(JSONLinesDecoder):
             body=json.dumps(event)[:4096],
             partial=self._builder.snapshot(event),
         )
-
-
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
