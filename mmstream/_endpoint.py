@@ -56,9 +56,11 @@ async def batches(request: ChatRequest, transport: Transport) -> AsyncIterator[l
     try:
         await _check_status(provider, response)
         next_read = response.next_read
-        while (data := await next_read()) is not None:
+        data: bytes | None = b""
+        while data is not None:
+            data = await next_read()
             try:
-                got = decoder.feed(data)
+                got = decoder.feed(data) if data is not None else decoder.flush()
             except MMStreamError:
                 raise
             except Exception as exc:
@@ -66,15 +68,6 @@ async def batches(request: ChatRequest, transport: Transport) -> AsyncIterator[l
             if got:
                 last = got[-1]
                 yield got
-        try:
-            got = decoder.flush()
-        except MMStreamError:
-            raise
-        except Exception as exc:
-            raise _protocol_error(provider, exc) from exc
-        if got:
-            last = got[-1]
-            yield got
     except MMStreamError as exc:
         exc.provider = exc.provider or provider.name
         partial = exc.partial

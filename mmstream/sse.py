@@ -109,6 +109,17 @@ class _LineBuffer:
         self._size = 0
         return joined
 
+    def _lines(self, buffer: bytes) -> list[bytes]:
+        """The complete lines of ``buffer`` (up to one over the cap); the rest is held."""
+        lines = buffer.split(b"\n")
+        rest = lines.pop()
+        if rest:
+            self._parts.append(rest)
+            self._size = len(rest)
+        if len(buffer) > self._max_line:
+            return self._within_cap(lines)
+        return lines
+
     def _within_cap(self, lines: list[bytes]) -> list[bytes]:
         """``lines`` up to the first one over the cap (raised after these are decoded)."""
         for index, line in enumerate(lines):
@@ -207,13 +218,7 @@ class SSEDecoder(_LineBuffer):
             # A CR ends a line at once; if the next read starts with LF, it is skipped.
             self._skip_lf = buffer.endswith(b"\r")
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        lines = buffer.split(b"\n")
-        rest = lines.pop()
-        if rest:
-            self._parts.append(rest)
-            self._size = len(rest)
-        if len(buffer) > self._max_line:
-            lines = self._within_cap(lines)
+        lines = self._lines(buffer)
         events: list[SSEEvent] = []
         line = self._line
         for raw in lines:
@@ -311,13 +316,7 @@ class NDJSONDecoder(_LineBuffer):
         if self._too_long:
             raise self._line_error()
         buffer = self._joined(data) if self._parts else data
-        lines = buffer.split(b"\n")
-        rest = lines.pop()
-        if rest:
-            self._parts.append(rest)
-            self._size = len(rest)
-        if len(buffer) > self._max_line:
-            lines = self._within_cap(lines)
+        lines = self._lines(buffer)
         found = [stripped for line in lines if (stripped := line.strip())]
         self._raise_if_cut(found)
         return found

@@ -337,7 +337,7 @@ class Transport:
     """Sends provider requests over one pooled ``httpx.AsyncClient`` per event loop.
 
     Args:
-        timeout: seconds, [`Timeouts`][mmstream.request.Timeouts] or an
+        timeout: seconds, `Timeouts` or an
             ``httpx.Timeout`` for every call; a call's ``timeout`` option replaces
             it for that call.
         limits: the connection pool's limits.

@@ -20,7 +20,6 @@ from typing import Any, ClassVar, final
 
 from attrs import field, frozen
 
-from mmstream._secret import Secret, to_secret
 from mmstream.content import ChatMessage, ImageBlock, MessageRole, TextBlock
 from mmstream.errors import (
     APIError,
@@ -38,25 +37,24 @@ from mmstream.errors import (
 from mmstream.images import ANTHROPIC_POLICY, ImagePolicy, encode_base64, sniff_mimetype
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.providers.base import (
-    BaseProvider,
-    DecoderShell,
+    APIProvider,
     ResponseBuilder,
+    SSEJSONDecoder,
+    chat_metadata,
+    conversation,
     count,
     default_parse_error,
     error_message_from_body,
-    load_json,
     longest_prefix,
     max_line,
     parse_retry_after,
     passed_through,
     request_id_from_headers,
     sampling,
-    split_system,
-    strip_slash,
 )
 from mmstream.request import ChatRequest, HTTPRequest
 from mmstream.responses import ChatResponse, Usage
-from mmstream.sse import DEFAULT_MAX_LINE, SSEDecoder, SSEEvent
+from mmstream.sse import DEFAULT_MAX_LINE
 
 __all__ = ["Anthropic", "AnthropicDecoder", "retry_after_from_headers"]
 
@@ -105,7 +103,7 @@ def _to_betas(value: str | Sequence[str]) -> tuple[str, ...]:
 
 @final
 @frozen(kw_only=True)
-class Anthropic(BaseProvider):
+class Anthropic(APIProvider):
     """Claude through Anthropic's Messages API (``"anthropic:MODEL"``).
 
     Args:
@@ -129,54 +127,33 @@ class Anthropic(BaseProvider):
         "base_url": ("ANTHROPIC_BASE_URL",),
     }
 
-    model: str
-    api_key: Secret | None = field(default=None, converter=to_secret, repr=False)
-    base_url: str = field(default=DEFAULT_BASE_URL, converter=strip_slash)
+    DEFAULT_BASE_URL: ClassVar[str] = DEFAULT_BASE_URL
+
     betas: tuple[str, ...] = field(default=(), converter=_to_betas)
 
     @property
     def metadata(self) -> MultiModalLLMMetadata:
         """The model's context window and output limit (by model-name prefix)."""
-        context, output = _limits(self.model)
-        return MultiModalLLMMetadata(
-            context_window=context,
-            num_output=output,
-            num_input_files=ANTHROPIC_POLICY.max_images or 100,
-            is_function_calling_model=True,
-            model_name=self.model,
-            is_chat_model=True,
-        )
+        return chat_metadata(self.model, *_limits(self.model), ANTHROPIC_POLICY.max_images or 100)
 
     @property
     def image_policy(self) -> ImagePolicy:
         """Anthropic's documented image limits (see ``mmstream.images.ANTHROPIC_POLICY``)."""
         return ANTHROPIC_POLICY
 
-    @property
-    def api_base(self) -> str:
-        """The API root (``base_url``)."""
-        return self.base_url
-
-    def check(self) -> None:
-        """Raise ConfigurationError without an API key (it names ``ANTHROPIC_API_KEY``)."""
-        self.require("api_key", self.api_key)
-
     def build_request(self, request: ChatRequest) -> HTTPRequest:
         """The streaming ``POST /v1/messages`` request for a call.
 
         Raises:
-            ConfigurationError: no API key.
-            InvalidRequestError: an image in a system message, or an image not loaded.
+            ConfigurationError: no API key (``ANTHROPIC_API_KEY``).
+            InvalidRequestError: an image in a system message (Anthropic takes only
+                text there), or an image not loaded.
         """
-        self.check()
-        assert self.api_key is not None
+        key = self.key()
         options = request.options
-        system, conversation = split_system(request, "Anthropic", "system messages")
-        messages: list[dict[str, Any]] = []
-        image_index = 0
-        for message in conversation:
-            entry, image_index = _message(message, image_index)
-            messages.append(entry)
+        system, messages = conversation(
+            request, _message, system_in="system messages", provider="Anthropic"
+        )
         limit = _limits(self.model)[1]
         body: dict[str, Any] = {
             "model": self.model,
@@ -189,7 +166,7 @@ class Anthropic(BaseProvider):
         body.update(sampling(options, _SAMPLING))
         body.update(passed_through(options))
         headers = {
-            "x-api-key": self.api_key.get_secret_value(),
+            "x-api-key": key,
             "anthropic-version": API_VERSION,
             "content-type": "application/json",
             "accept": "text/event-stream",
@@ -207,10 +184,6 @@ class Anthropic(BaseProvider):
     def new_decoder(self, request: ChatRequest | None = None) -> AnthropicDecoder:
         """A decoder for one call's event stream."""
         return AnthropicDecoder(self.model, max_line=max_line(request))
-
-    def decode_json(self, body: bytes) -> ChatResponse:
-        """A whole Message object (a non-streamed answer) as one chunk, or its error."""
-        return self.new_decoder().whole(body)
 
     def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> APIError:
         """The typed error for an HTTP error response.
@@ -391,7 +364,7 @@ _ERROR_EVENT_CLASSES: Mapping[str, type[APIError]] = {
 
 
 @final
-class AnthropicDecoder(DecoderShell):
+class AnthropicDecoder(SSEJSONDecoder):
     """Anthropic's event stream into chunks: text deltas, tool calls, usage, stop reason.
 
     Usage: ``message_start`` gives the input and cache counts (its ``output_tokens``
@@ -407,53 +380,39 @@ class AnthropicDecoder(DecoderShell):
     end = "its message_stop event"
 
     def __init__(self, model: str | None = None, *, max_line: int = DEFAULT_MAX_LINE) -> None:
-        super().__init__(
-            ResponseBuilder("anthropic", model), SSEDecoder(max_line=max_line), plain=True
-        )
+        super().__init__(ResponseBuilder("anthropic", model), max_line=max_line)
         self._tool_blocks: set[int] = set()
         self._input: int | None = None
         self._cache_read: int | None = None
         self._cache_creation: int | None = None
         self._output: int | None = None
 
-    def _decode(self, frames: list[Any]) -> list[ChatResponse]:
-        events: list[SSEEvent] = frames
-        builder = self._builder
-        out: list[ChatResponse] = []
-        for event in events:
-            if builder.done:
-                break
-            if not event.data.strip():
-                continue
-            payload = load_json(event.data, builder)
-            if not isinstance(payload, dict):
-                raise builder.protocol_error(f"expected an object, got {event.data[:80]!r}")
-            kind = payload.get("type") or event.event
-            if kind == "content_block_delta":
-                self._delta(payload, out)
-            elif kind == "content_block_start":
-                self._block_start(payload, out)
-            elif kind == "message_start":
-                self._message_start(payload)
-            elif kind == "message_delta":
-                self._message_delta(payload)
-            elif kind == "message_stop":
-                out.append(builder.finish(payload))
-            elif kind == "error":
-                raise self._error(payload)
-            # ping, content_block_stop and event types added later: nothing to do.
-        return out
+    def event(self, payload: dict[str, Any], name: str, out: list[ChatResponse]) -> None:
+        """One event: a text or tool-call delta, a block start, the message's start or end."""
+        kind = payload.get("type") or name
+        if kind == "content_block_delta":
+            self._delta(payload, out)
+        elif kind == "content_block_start":
+            self._block_start(payload, out)
+        elif kind == "message_start":
+            self._message_start(payload)
+        elif kind == "message_delta":
+            self._message_delta(payload)
+        elif kind == "message_stop":
+            out.append(self._builder.finish(payload))
+        elif kind == "error":
+            raise self._error(payload)
+        # ping, content_block_stop and event types added later: nothing to do.
 
     def _document(self, data: Any) -> None:
         """A Message object (https://docs.anthropic.com/en/api/messages), or an error object."""
-        if not isinstance(data, dict):
-            raise self._builder.protocol_error(f"expected an object, got {str(data)[:80]!r}")
-        if data.get("type") == "error":
-            raise self._error(data)
-        self._message_start({"message": data})
-        for index, block in enumerate(data.get("content") or ()):
+        message = self._object(data)
+        if message.get("type") == "error":
+            raise self._error(message)
+        self._message_start({"message": message})
+        for index, block in enumerate(message.get("content") or ()):
             self._block_start({"index": index, "content_block": block}, [])
-        self._message_delta({"delta": data, "usage": data.get("usage")})
+        self._message_delta({"delta": message, "usage": message.get("usage")})
 
     def _delta(self, payload: dict[str, Any], out: list[ChatResponse]) -> None:
         delta = payload.get("delta")
@@ -461,15 +420,17 @@ class AnthropicDecoder(DecoderShell):
             return
         kind = delta.get("type")
         if kind == "text_delta":
-            text = delta.get("text")
-            if isinstance(text, str) and text:
-                out.append(self._builder.text(text, payload))
+            self._text(delta.get("text"), payload, out)
         elif kind == "input_json_delta":
             index = payload.get("index")
             fragment = delta.get("partial_json")
             if isinstance(index, int) and index in self._tool_blocks and isinstance(fragment, str):
                 self._builder.tool_call_delta(index, arguments=fragment)
         # thinking_delta, signature_delta, citations_delta, ...: not answer text.
+
+    def _text(self, text: Any, payload: dict[str, Any], out: list[ChatResponse]) -> None:
+        if isinstance(text, str) and text:
+            out.append(self._builder.text(text, payload))
 
     def _block_start(self, payload: dict[str, Any], out: list[ChatResponse]) -> None:
         block = payload.get("content_block")
@@ -478,9 +439,7 @@ class AnthropicDecoder(DecoderShell):
             return
         kind = block.get("type")
         if kind == "text":
-            text = block.get("text")
-            if isinstance(text, str) and text:
-                out.append(self._builder.text(text, payload))
+            self._text(block.get("text"), payload, out)
         elif kind == "tool_use":
             self._tool_blocks.add(index)
             start_input = block.get("input")

@@ -16,9 +16,8 @@ import mimetypes
 from collections.abc import Mapping
 from typing import Any, ClassVar, final
 
-from attrs import field, frozen
+from attrs import frozen
 
-from mmstream._secret import Secret, to_secret
 from mmstream.content import ChatMessage, ImageBlock, MessageRole, TextBlock
 from mmstream.errors import (
     APIError,
@@ -31,13 +30,14 @@ from mmstream.errors import (
 from mmstream.images import GEMINI_POLICY, ImagePolicy, encode_base64, sniff_mimetype
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.providers.base import (
-    BaseProvider,
-    DecoderShell,
+    APIProvider,
     ResponseBuilder,
+    SSEJSONDecoder,
+    chat_metadata,
+    conversation,
     count,
     default_parse_error,
     error_message_from_body,
-    load_json,
     longest_prefix,
     max_line,
     normalize_finish_reason,
@@ -45,12 +45,10 @@ from mmstream.providers.base import (
     parse_retry_after,
     passed_through,
     sampling,
-    split_system,
-    strip_slash,
 )
 from mmstream.request import ChatRequest, HTTPRequest
 from mmstream.responses import ChatResponse, Usage
-from mmstream.sse import DEFAULT_MAX_LINE, SSEDecoder, SSEEvent
+from mmstream.sse import DEFAULT_MAX_LINE
 
 __all__ = ["Gemini", "GeminiDecoder"]
 
@@ -113,7 +111,7 @@ def _limits(model: str) -> tuple[int, int]:
 
 @final
 @frozen(kw_only=True)
-class Gemini(BaseProvider):
+class Gemini(APIProvider):
     """Gemini through the Gemini API (``"gemini:MODEL"``).
 
     Args:
@@ -142,55 +140,33 @@ class Gemini(BaseProvider):
         "api_version": ("GOOGLE_GENAI_API_VERSION",),
     }
 
-    model: str
-    api_key: Secret | None = field(default=None, converter=to_secret, repr=False)
-    base_url: str = field(default=DEFAULT_BASE_URL, converter=strip_slash)
+    DEFAULT_BASE_URL: ClassVar[str] = DEFAULT_BASE_URL
+
     api_version: str = "v1beta"
 
     @property
     def metadata(self) -> MultiModalLLMMetadata:
         """The model's input and output token limits (by model-name prefix)."""
-        context, output = _limits(self.model)
-        return MultiModalLLMMetadata(
-            context_window=context,
-            num_output=output,
-            num_input_files=GEMINI_POLICY.max_images or 3600,
-            is_function_calling_model=True,
-            model_name=self.model,
-            is_chat_model=True,
-        )
+        return chat_metadata(self.model, *_limits(self.model), GEMINI_POLICY.max_images or 3600)
 
     @property
     def image_policy(self) -> ImagePolicy:
         """Gemini's documented image limits (see ``mmstream.images.GEMINI_POLICY``)."""
         return GEMINI_POLICY
 
-    @property
-    def api_base(self) -> str:
-        """The API root (``base_url``)."""
-        return self.base_url
-
-    def check(self) -> None:
-        """Raise ConfigurationError without an API key (it names ``GEMINI_API_KEY``)."""
-        self.require("api_key", self.api_key)
-
     def build_request(self, request: ChatRequest) -> HTTPRequest:
         """The ``streamGenerateContent?alt=sse`` request for a call.
 
         Raises:
-            ConfigurationError: no API key.
-            InvalidRequestError: an image in a system message, or an image not loaded.
+            ConfigurationError: no API key (``GEMINI_API_KEY`` / ``GOOGLE_API_KEY``).
+            InvalidRequestError: an image in the system instruction, or not loaded.
         """
-        self.check()
-        assert self.api_key is not None
+        key = self.key()
         options = request.options
-        texts, conversation = split_system(request, "Gemini", "the system instruction")
+        texts, contents = conversation(
+            request, _content, system_in="the system instruction", provider="Gemini"
+        )
         system = [{"text": text} for text in texts if text]
-        contents: list[dict[str, Any]] = []
-        image_index = 0
-        for message in conversation:
-            entry, image_index = _content(message, image_index)
-            contents.append(entry)
         config = sampling(options, _SAMPLING)
         body: dict[str, Any] = {"contents": contents}
         if system:
@@ -208,7 +184,7 @@ class Gemini(BaseProvider):
         return HTTPRequest(
             url=f"{self.base_url}/{self.api_version}/{path}:streamGenerateContent?alt=sse",
             headers={
-                "x-goog-api-key": self.api_key.get_secret_value(),
+                "x-goog-api-key": key,
                 "content-type": "application/json",
             },
             json=body,
@@ -219,10 +195,6 @@ class Gemini(BaseProvider):
     def new_decoder(self, request: ChatRequest | None = None) -> GeminiDecoder:
         """A decoder for one call's event stream."""
         return GeminiDecoder(self.model, max_line=max_line(request))
-
-    def decode_json(self, body: bytes) -> ChatResponse:
-        """A whole ``GenerateContentResponse`` (or a JSON array of them) as one chunk."""
-        return self.new_decoder().whole(body)
 
     def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> APIError:
         """The typed error for an HTTP error response.
@@ -343,7 +315,7 @@ def _image(block: ImageBlock, index: int) -> dict[str, Any]:
 
 
 @final
-class GeminiDecoder(DecoderShell):
+class GeminiDecoder(SSEJSONDecoder):
     """Gemini's SSE stream into chunks.
 
     Text parts become text chunks; ``"thought": true`` parts are the model's
@@ -362,35 +334,15 @@ class GeminiDecoder(DecoderShell):
     end = "a finishReason"
 
     def __init__(self, model: str | None = None, *, max_line: int = DEFAULT_MAX_LINE) -> None:
-        super().__init__(
-            ResponseBuilder("gemini", model), SSEDecoder(max_line=max_line), plain=True
-        )
+        super().__init__(ResponseBuilder("gemini", model), max_line=max_line)
         self._last: dict[str, Any] | None = None
 
     def _at_end(self) -> ChatResponse | None:
         builder = self._builder
         return None if builder.finish_reason is None else builder.finish(self._last)
 
-    def _decode(self, frames: list[Any]) -> list[ChatResponse]:
-        events: list[SSEEvent] = frames
-        builder = self._builder
-        out: list[ChatResponse] = []
-        for event in events:
-            if builder.done or not event.data.strip():
-                continue
-            payload = load_json(event.data, builder)
-            if not isinstance(payload, dict):
-                raise builder.protocol_error(f"expected an object, got {event.data[:80]!r}")
-            self._payload(payload, out)
-        return out
-
-    def _document(self, data: Any) -> None:
-        for payload in data if isinstance(data, list) else [data]:
-            if not isinstance(payload, dict):
-                raise self._builder.protocol_error(f"expected an object, got {str(payload)[:80]!r}")
-            self._payload(payload, [])
-
-    def _payload(self, payload: dict[str, Any], out: list[ChatResponse]) -> None:
+    def event(self, payload: dict[str, Any], name: str, out: list[ChatResponse]) -> None:
+        """One ``GenerateContentResponse``: text and calls, the usage so far, a block, an error."""
         builder = self._builder
         self._last = payload
         if payload.get("error") is not None:

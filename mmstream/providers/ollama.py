@@ -17,14 +17,15 @@ from typing import Any, ClassVar, final
 import attrs
 from attrs import field, frozen
 
-from mmstream._secret import Secret, to_secret
 from mmstream.content import ChatMessage, ImageBlock, MessageRole, TextBlock
 from mmstream.errors import APIError, InvalidImageError, OverloadedError, ServerError
 from mmstream.images import OLLAMA_POLICY, ImagePolicy, encode_base64
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.providers.base import (
-    BaseProvider,
+    APIProvider,
     JSONLinesDecoder,
+    chat_metadata,
+    conversation,
     count,
     longest_prefix,
     max_line,
@@ -135,7 +136,7 @@ def _normalize_host(value: str) -> str:
 
 @final
 @frozen(kw_only=True)
-class Ollama(BaseProvider):
+class Ollama(APIProvider):
     """A model served by Ollama (``"ollama:MODEL"``), local or behind a proxy.
 
     Args:
@@ -161,8 +162,9 @@ class Ollama(BaseProvider):
         "base_url": ("OLLAMA_HOST",),
     }
 
-    model: str
-    api_key: Secret | None = field(default=None, converter=to_secret, repr=False)
+    DEFAULT_BASE_URL: ClassVar[str] = DEFAULT_BASE_URL
+    requires_key: ClassVar[bool] = False
+
     base_url: str = field(default=DEFAULT_BASE_URL, converter=_normalize_host)
     keep_alive: str | float | None = None
     num_ctx: int | None = None
@@ -178,24 +180,14 @@ class Ollama(BaseProvider):
             context = explicit
         else:
             context = min(_native_context(self.model) or DEFAULT_NUM_CTX, DEFAULT_NUM_CTX)
-        return MultiModalLLMMetadata(
-            context_window=context,
-            num_output=min(self.max_tokens or DEFAULT_NUM_OUTPUT, context),
-            num_input_files=10,
-            is_function_calling_model=True,
-            model_name=self.model,
-            is_chat_model=True,
+        return chat_metadata(
+            self.model, context, min(self.max_tokens or DEFAULT_NUM_OUTPUT, context), 10
         )
 
     @property
     def image_policy(self) -> ImagePolicy:
         """Ollama's image rules (see ``mmstream.images.OLLAMA_POLICY``): inline only."""
         return OLLAMA_POLICY
-
-    @property
-    def api_base(self) -> str:
-        """The server (``base_url``)."""
-        return self.base_url
 
     def build_request(self, request: ChatRequest) -> HTTPRequest:
         """The streaming ``POST /api/chat`` request for a call.
@@ -205,11 +197,7 @@ class Ollama(BaseProvider):
                 takes only inline images; mmstream downloads URLs first).
         """
         options = request.options
-        messages: list[dict[str, Any]] = []
-        image_index = 0
-        for message in request.messages:
-            entry, image_index = _message(message, image_index)
-            messages.append(entry)
+        _, messages = conversation(request, _message)
         settings = sampling(options, _SAMPLING)
         if self.num_ctx is not None:
             settings["num_ctx"] = self.num_ctx
@@ -237,18 +225,14 @@ class Ollama(BaseProvider):
         )
 
     def new_decoder(self, request: ChatRequest | None = None) -> OllamaDecoder:
-        """A decoder for one call's NDJSON lines."""
-        return OllamaDecoder(self.model, max_line=max_line(request))
+        """A decoder for one call's NDJSON lines (a non-streamed answer is one such line).
 
-    def decode_json(self, body: bytes) -> ChatResponse:
-        """A non-streamed answer (one ``"done": true`` object with the whole message) as one chunk.
-
-        Errors are the common ``{"error": "..."}`` shape: an HTTP 404 is a model
-        that is not pulled ([`NotFoundError`][mmstream.errors.NotFoundError], with
-        Ollama's "try pulling it first"), a 503 a busy server (the shell's
-        ``parse_error``).
+        Errors are the common ``{"error": "..."}`` shape (the shell's ``parse_error``):
+        an HTTP 404 is a model that is not pulled
+        ([`NotFoundError`][mmstream.errors.NotFoundError], with Ollama's "try
+        pulling it first"), a 503 a busy server.
         """
-        return self.new_decoder().whole(body)
+        return OllamaDecoder(self.model, max_line=max_line(request))
 
 
 def _message(message: ChatMessage, image_index: int) -> tuple[dict[str, Any], int]:

@@ -14,11 +14,17 @@ from typing import ClassVar, final
 
 from attrs import field, frozen
 
-from mmstream._secret import Secret, to_secret
+from mmstream._secret import Secret
 from mmstream.errors import APIError
 from mmstream.images import COMPATIBLE_POLICY, OPENAI_POLICY, ImagePolicy
 from mmstream.metadata import MultiModalLLMMetadata
-from mmstream.providers.base import BaseProvider, longest_prefix, max_line, strip_slash, to_headers
+from mmstream.providers.base import (
+    APIProvider,
+    chat_metadata,
+    longest_prefix,
+    max_line,
+    to_headers,
+)
 from mmstream.providers.chat_completions import (
     OpenAIChatDecoder,
     chat_body,
@@ -27,7 +33,6 @@ from mmstream.providers.chat_completions import (
     stream_error,
 )
 from mmstream.request import ChatRequest, HTTPRequest
-from mmstream.responses import ChatResponse
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -100,14 +105,7 @@ def openai_metadata(
         _, context, output, vision = entry
         tools = not entry[0].startswith(_NO_TOOLS)
     images = max_images if max_images is not None else OPENAI_POLICY.max_images or 0
-    return MultiModalLLMMetadata(
-        context_window=context,
-        num_output=output,
-        num_input_files=images if vision else 0,
-        is_function_calling_model=tools,
-        model_name=model,
-        is_chat_model=True,
-    )
+    return chat_metadata(model, context, output, images if vision else 0, tools=tools)
 
 
 def _bearer(key: Secret | None) -> dict[str, str]:
@@ -119,7 +117,7 @@ def _bearer(key: Secret | None) -> dict[str, str]:
 
 @final
 @frozen(kw_only=True)
-class OpenAI(BaseProvider):
+class OpenAI(APIProvider):
     """OpenAI's models through the Chat Completions API (``"openai:MODEL"``).
 
     Args:
@@ -152,9 +150,8 @@ class OpenAI(BaseProvider):
         "project": ("OPENAI_PROJECT_ID",),
     }
 
-    model: str
-    api_key: Secret | None = field(default=None, converter=to_secret, repr=False)
-    base_url: str = field(default=DEFAULT_BASE_URL, converter=strip_slash)
+    DEFAULT_BASE_URL: ClassVar[str] = DEFAULT_BASE_URL
+
     organization: str | None = None
     project: str | None = None
     headers: Mapping[str, str] = field(factory=dict, converter=to_headers, repr=False)
@@ -168,15 +165,6 @@ class OpenAI(BaseProvider):
     def image_policy(self) -> ImagePolicy:
         """OpenAI's documented image limits (see ``mmstream.images.OPENAI_POLICY``)."""
         return OPENAI_POLICY
-
-    @property
-    def api_base(self) -> str:
-        """The API root (``base_url``)."""
-        return self.base_url
-
-    def check(self) -> None:
-        """Raise ConfigurationError without an API key (it names ``OPENAI_API_KEY``)."""
-        self.require("api_key", self.api_key)
 
     def build_request(self, request: ChatRequest) -> HTTPRequest:
         """``POST {base_url}/chat/completions`` with a bearer key and a streaming body.
@@ -201,10 +189,6 @@ class OpenAI(BaseProvider):
         """A strict decoder: only ``data: [DONE]`` completes the stream."""
         return OpenAIChatDecoder(self.name, self.model, max_line=max_line(request))
 
-    def decode_json(self, body: bytes) -> ChatResponse:
-        """A ``chat.completion`` JSON body as one chunk (text, tool calls, usage, finish)."""
-        return self.new_decoder().whole(body)
-
     def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> APIError:
         """The typed error for an HTTP error (request id from ``x-request-id``)."""
         return parse_openai_error(self.name, status, headers, body)
@@ -212,7 +196,7 @@ class OpenAI(BaseProvider):
 
 @final
 @frozen(kw_only=True)
-class OpenAICompatible(BaseProvider):
+class OpenAICompatible(APIProvider):
     """A server that speaks OpenAI's Chat Completions (``"openai-compatible:MODEL"``).
 
     vLLM, llama.cpp's ``llama-server``, LM Studio, LocalAI, text-generation-inference
@@ -245,9 +229,9 @@ class OpenAICompatible(BaseProvider):
         "base_url": ("OPENAI_COMPATIBLE_BASE_URL",),
     }
 
-    model: str
-    base_url: str = field(default=DEFAULT_COMPATIBLE_BASE_URL, converter=strip_slash)
-    api_key: Secret | None = field(default=None, converter=to_secret, repr=False)
+    DEFAULT_BASE_URL: ClassVar[str] = DEFAULT_COMPATIBLE_BASE_URL
+    requires_key: ClassVar[bool] = False
+
     headers: Mapping[str, str] = field(factory=dict, converter=to_headers, repr=False)
     max_tokens_field: str = "max_tokens"
     include_usage: bool = True
@@ -260,25 +244,18 @@ class OpenAICompatible(BaseProvider):
         """The configured limits, else an OpenAI model's by name, else 32768 / 4096."""
         known = longest_prefix(_MODELS, self.model)
         base = openai_metadata(self.model, default=(32_768, 4_096))
-        return MultiModalLLMMetadata(
-            context_window=self.context_window or base.context_window,
-            num_output=self.num_output or base.num_output,
-            num_input_files=base.num_input_files,
-            is_function_calling_model=self.function_calling
-            or (known is not None and base.is_function_calling_model),
-            model_name=self.model,
-            is_chat_model=True,
+        return chat_metadata(
+            self.model,
+            self.context_window or base.context_window,
+            self.num_output or base.num_output,
+            base.num_input_files,
+            tools=self.function_calling or (known is not None and base.is_function_calling_model),
         )
 
     @property
     def image_policy(self) -> ImagePolicy:
         """Inline images only: not every server fetches URLs (llama.cpp does not)."""
         return COMPATIBLE_POLICY
-
-    @property
-    def api_base(self) -> str:
-        """The server's API root (``base_url``)."""
-        return self.base_url
 
     def build_request(self, request: ChatRequest) -> HTTPRequest:
         """``POST {base_url}/chat/completions``; the ``developer`` role is sent as ``system``."""
@@ -299,10 +276,6 @@ class OpenAICompatible(BaseProvider):
     def new_decoder(self, request: ChatRequest | None = None) -> OpenAIChatDecoder:
         """A lenient decoder (see the class docstring)."""
         return OpenAIChatDecoder(self.name, self.model, lenient=True, max_line=max_line(request))
-
-    def decode_json(self, body: bytes) -> ChatResponse:
-        """A ``chat.completion`` JSON body as one chunk (text, tool calls, usage, finish)."""
-        return self.new_decoder().whole(body)
 
     def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> APIError:
         """The typed error for an HTTP error (OpenAI's shapes and vLLM's bare one)."""
