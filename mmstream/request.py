@@ -71,7 +71,7 @@ class Timeouts:
     A plain number ``t`` (``timeout=30``) means ``read``, ``write`` and ``pool``
     of ``t`` and ``connect`` of ``min(t, 10)``, with no total (the httpx and
     OpenAI SDK meaning). Give ``Timeouts`` for a total or finer control, to
-    :class:`Transport` (for every call) or as a call's ``timeout`` option (which
+    [`Transport`][mmstream.Transport] (for every call) or as a call's ``timeout`` option (which
     replaces the transport's for that call).
 
     Example:
@@ -190,7 +190,7 @@ class ChatRequest:
         messages: the conversation.
         options: the merged call options.
         provider: the provider that will serve the call (a middleware such as
-            Fallback may swap it with :func:`attrs.evolve`).
+            Fallback may swap it with `attrs.evolve`).
         operation: ``"chat"`` or ``"complete"``, for traces.
         attempt: 1 for the first try; the Retry middleware counts up.
     """

@@ -6,7 +6,8 @@ does not load it). Bytes travel as base64 text, paths as strings, content
 blocks as a tagged union on ``"type"`` (``"text"`` / ``"image"``), responses
 with their cumulative ``text``. A provider serializes as its configuration
 *without* its secrets (API keys and tokens are dropped, never masked copies),
-tagged with ``"provider"`` so :func:`structure_provider` can rebuild it.
+tagged with ``"provider"`` so
+[`structure_provider`][mmstream.serde.structure_provider] can rebuild it.
 
 Example:
     ```python
@@ -235,5 +236,5 @@ def to_json(obj: Any) -> str:
 
 
 def from_json(text: str | bytes, cls: type[T]) -> T:
-    """The ``cls`` instance that :func:`to_json` wrote."""
+    """The ``cls`` instance that [`to_json`][mmstream.serde.to_json] wrote."""
     return converter.structure(json.loads(text), cls)

@@ -55,7 +55,7 @@ _CLASSES = {entry[1]: entry for entry in _REGISTRY.values() if isinstance(entry,
 
 
 def registered_names() -> list[str]:
-    """The provider names :func:`from_string` accepts."""
+    """The provider names [`from_string`][mmstream.providers.from_string] accepts."""
     return sorted(_REGISTRY)
 
 

@@ -190,9 +190,9 @@ class Anthropic(APIProvider):
 
         ``{"type": "error", "error": {"type", "message"}, "request_id"}``
         (https://docs.anthropic.com/en/api/errors). 529 and ``overloaded_error`` are
-        :class:`~mmstream.errors.OverloadedError`; a 429 caused by a spend limit
+        [`OverloadedError`][mmstream.errors.OverloadedError]; a 429 caused by a spend limit
         (``error.details.error_code == "enforced_spend_limit_reached"``) and a 402
-        ``billing_error`` are :class:`~mmstream.errors.QuotaExceededError`, which
+        ``billing_error`` are [`QuotaExceededError`][mmstream.errors.QuotaExceededError], which
         is not retried.
         """
         _, type_, code, data = error_message_from_body(body)

@@ -302,8 +302,9 @@ def stream_error(
 
     ``error`` is the ``error`` member (an object or a string), or a vLLM-style
     top-level ``{"object": "error", ...}``. The class follows its ``code`` (an
-    HTTP status as an integer, or a string such as ``"rate_limit_exceeded"``) and
-    ``type``; unknown errors are :class:`ServerError` (retryable).
+    HTTP status as an integer or, Azure's, as a string; or a name such as
+    ``"rate_limit_exceeded"``) and ``type``; unknown errors are
+    [`ServerError`][mmstream.errors.ServerError] (retryable).
     """
     if isinstance(error, Mapping):
         message = error.get("message") or error.get("msg") or json.dumps(error)[:500]
@@ -315,6 +316,8 @@ def stream_error(
     code_s = None if code is None else str(code)
     cls = _kind_class(type_s, code_s)
     status_code = code if isinstance(code, int) and not isinstance(code, bool) else None
+    if isinstance(code, str) and code.isdigit():
+        status_code = int(code)  # Azure's "code": "429"
     if cls is None and status_code is not None and 400 <= status_code < 600:
         cls = error_class_for_status(status_code)
     return (cls or ServerError)(

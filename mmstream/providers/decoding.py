@@ -149,10 +149,14 @@ class ResponseBuilder:
         """Add a tool call that arrived whole (Gemini/Ollama style)."""
         self._tool_calls[len(self._tool_calls)] = {"id": id, "name": name, "arguments": arguments}
 
-    def finish(self, raw: Any = None) -> ChatResponse:
-        """The final chunk, at the provider's completion signal."""
+    def finish(self, raw: Any = None, delta: str = "") -> ChatResponse:
+        """The final chunk, at the provider's completion signal (adding ``delta`` to the text)."""
+        if delta:
+            acc = self._acc
+            acc.pieces.append(delta)
+            self._n = len(acc.pieces)
         self.done = True
-        return self.snapshot(raw)
+        return self.snapshot(raw, delta)
 
     def whole(self, raw: Any = None) -> ChatResponse:
         """The whole answer as one final chunk (its delta is all the text): a JSON answer."""
@@ -291,10 +295,14 @@ class DecoderShell:
         try:
             out = self._decode(frames) if frames else []
         except ProviderProtocolError as exc:
-            if isinstance(exc.__cause__, json.JSONDecodeError):
-                # The body ended inside its last event: the answer is cut, not garbled.
+            if not isinstance(exc.__cause__, (json.JSONDecodeError, UnicodeDecodeError)):
+                raise
+            # The body ended inside its last event: the answer is cut, not garbled; it
+            # is as complete as the body before that event.
+            final = None if builder.done else self._at_end()
+            if final is None:
                 raise builder.incomplete(self.end) from exc
-            raise
+            return [final]
         except MMStreamError:
             raise
         except _DECODING_BUGS as exc:

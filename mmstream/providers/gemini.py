@@ -161,7 +161,7 @@ class Gemini(APIProvider):
             ConfigurationError: no API key (``GEMINI_API_KEY`` / ``GOOGLE_API_KEY``).
             InvalidRequestError: an image in the system instruction, or not loaded.
         """
-        key = self.key()
+        api_key = self.key()
         options = request.options
         texts, contents = conversation(
             request, _content, system_in="the system instruction", provider="Gemini"
@@ -184,7 +184,7 @@ class Gemini(APIProvider):
         return HTTPRequest(
             url=f"{self.base_url}/{self.api_version}/{path}:streamGenerateContent?alt=sse",
             headers={
-                "x-goog-api-key": key,
+                "x-goog-api-key": api_key,
                 "content-type": "application/json",
             },
             json=body,
@@ -202,7 +202,7 @@ class Gemini(APIProvider):
         ``{"error": {"code", "message", "status", "details": [...]}}``
         (https://ai.google.dev/gemini-api/docs/troubleshooting). A bad key is HTTP 400
         with ``ErrorInfo.reason == "API_KEY_INVALID"``:
-        :class:`~mmstream.errors.AuthenticationError`. ``RetryInfo.retryDelay``
+        [`AuthenticationError`][mmstream.errors.AuthenticationError]. ``RetryInfo.retryDelay``
         (``"30s"``) gives ``retry_after`` when no ``Retry-After`` header does.
         """
         message, _, code, data = error_message_from_body(body)
@@ -426,7 +426,7 @@ class GeminiDecoder(SSEJSONDecoder):
 
 
 def _usage(usage: dict[str, Any]) -> Usage:
-    """``usageMetadata`` as :class:`~mmstream.Usage`; thinking tokens are counted apart."""
+    """``usageMetadata`` as [`Usage`][mmstream.Usage]; thinking tokens are counted apart."""
     return Usage(
         input_tokens=count(usage.get("promptTokenCount")),
         output_tokens=count(usage.get("candidatesTokenCount")),

@@ -49,7 +49,7 @@ class Offline(BaseProvider):
         model: any name; it is echoed in the metadata.
         chunks: stream exactly this many chunks (the words are cycled or grouped).
         delay: seconds to pause between chunks.
-        fail_after: raise a mid-stream :class:`~mmstream.errors.OverloadedError`
+        fail_after: raise a mid-stream [`OverloadedError`][mmstream.errors.OverloadedError]
             after this many chunks.
     """
 

@@ -303,11 +303,16 @@ class OllamaDecoder(JSONLinesDecoder):
             raise self._error(event)
         if isinstance(event.get("model"), str):
             builder.model = event["model"]
+        done = event.get("done") is True
         message = event.get("message")
+        last = ""  # a done line's own text (a non-streamed answer) comes with the final chunk
         if isinstance(message, dict):
             content = message.get("content")
             if isinstance(content, str) and content:
-                out.append(builder.text(content, event))
+                if done:
+                    last = content
+                else:
+                    out.append(builder.text(content, event))
             calls = message.get("tool_calls")
             for call in calls if isinstance(calls, list) else ():
                 function = call.get("function") if isinstance(call, dict) else None
@@ -318,13 +323,13 @@ class OllamaDecoder(JSONLinesDecoder):
                         name=str(function["name"]),
                         arguments=function.get("arguments") or {},
                     )
-        if event.get("done") is True:
+        if done:
             builder.finish_reason = str(event.get("done_reason") or "stop")
             builder.usage = Usage(
                 input_tokens=count(event.get("prompt_eval_count")),
                 output_tokens=count(event.get("eval_count")),
             )
-            final = builder.finish(event)
+            final = builder.finish(event, last)
             timings = {k: event[k] for k in _TIMINGS if count(event.get(k)) is not None}
             if timings:
                 extras = {**final.additional_kwargs, "timings": timings}

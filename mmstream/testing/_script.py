@@ -38,6 +38,8 @@ FaultKind = Literal[
     "huge_event",
     "error_event",
     "missing_end",
+    "hang_up",
+    "not_streamed",
 ]
 FAULT_KINDS: tuple[str, ...] = (
     "status",
@@ -49,6 +51,8 @@ FAULT_KINDS: tuple[str, ...] = (
     "huge_event",
     "error_event",
     "missing_end",
+    "hang_up",
+    "not_streamed",
 )
 
 
@@ -288,6 +292,23 @@ class Fault:
     def reset(cls) -> Fault:
         """Reset the connection (TCP RST) after reading the request, before any response byte."""
         return cls(kind="reset")
+
+    @classmethod
+    def hang_up(cls) -> Fault:
+        """Close the connection (FIN) after reading the request, before any response byte.
+
+        What a server does to an idle keep-alive connection just as a request
+        arrives on it: the client sees the connection closed with no response.
+        """
+        return cls(kind="hang_up")
+
+    @classmethod
+    def not_streamed(cls) -> Fault:
+        """Answer a streaming request with the whole, non-streamed JSON answer (status 200).
+
+        What a gateway that ignores ``stream: true`` (or Gemini's ``alt=sse``) sends.
+        """
+        return cls(kind="not_streamed")
 
     @classmethod
     def stall(cls, seconds: float, *, after_chunks: int | None = None) -> Fault:

@@ -549,13 +549,13 @@ class TestServer:
             faults = header_faults
         script = self.script.merged(queued_script).merged(header_script)
         record["faults"] = faults
-        streaming = _is_streaming(found, parsed)
+        by_kind = {f.kind: f for f in faults}
+        streaming = _is_streaming(found, parsed) and "not_streamed" not in by_kind
         record["stream"] = streaming
 
-        by_kind = {f.kind: f for f in faults}
-        if "reset" in by_kind:
+        if "reset" in by_kind or "hang_up" in by_kind:
             self._record(record)
-            return "reset"
+            return "reset" if "reset" in by_kind else "close"
         if "status" in by_kind:
             fault = by_kind["status"]
             status = fault.status or 500
