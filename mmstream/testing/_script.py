@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, final
+from typing import Any, Literal, final, get_args
 
 from attrs import evolve, field, frozen
 
@@ -41,19 +41,8 @@ FaultKind = Literal[
     "hang_up",
     "not_streamed",
 ]
-FAULT_KINDS: tuple[str, ...] = (
-    "status",
-    "drop",
-    "reset",
-    "stall",
-    "malformed",
-    "wrong_content_type",
-    "huge_event",
-    "error_event",
-    "missing_end",
-    "hang_up",
-    "not_streamed",
-)
+#: every fault kind, in the order of ``FaultKind``.
+FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 
 
 def answer_text(prompt: str, images: int = 0) -> str:
