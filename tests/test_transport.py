@@ -660,3 +660,20 @@ async def test_mass_cancellation_while_sending_leaves_no_unfinished_generator() 
     assert accepted  # the requests did go out
     leftovers = [w for w in caught if "garbage collected" in str(w.message)]
     assert leftovers == []
+
+
+def test_the_cli_fails_fast_on_a_missing_key_too(tmp_path: Any) -> None:
+    """``mmstream complete`` with an image and no key: the key is reported, not the image."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "mmstream.cli", "complete", "--model", "anthropic:claude-x",
+         "--image", str(tmp_path / "missing.jpg"), "hi"],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "ANTHROPIC_API_KEY" in result.stderr and "Anthropic.from_env" in result.stderr
+    assert "missing.jpg" not in result.stderr
