@@ -54,7 +54,8 @@ async def batches(request: ChatRequest, transport: Transport) -> AsyncIterator[l
     last: ChatResponse | None = None
     response = await transport.send(http_request, label=provider.name)
     try:
-        await _check_status(provider, response)
+        if not 200 <= response.status < 300 or _is_html(response):
+            await _refuse(provider, response)
         next_read = response.next_read
         data: bytes | None = b""
         while data is not None:
@@ -84,7 +85,12 @@ async def batches(request: ChatRequest, transport: Transport) -> AsyncIterator[l
         await response.aclose()
 
 
-async def _check_status(provider: Provider, response: Response) -> None:
+def _is_html(response: Response) -> bool:
+    content_type: str = response.headers.get("content-type", "")
+    return content_type.startswith("text/html")
+
+
+async def _refuse(provider: Provider, response: Response) -> None:
     """Raise the provider's typed error for an error status, or for an HTML page with 200."""
     if not 200 <= response.status < 300:
         body = await response.read(MAX_ERROR_BODY)
@@ -93,14 +99,13 @@ async def _check_status(provider: Provider, response: Response) -> None:
         except Exception:  # a parse_error with a bug still gives the common shapes
             error = default_parse_error(provider.name, response.status, response.headers, body)
         raise error
-    if response.headers.get("content-type", "").startswith("text/html"):
-        # A captive portal or a proxy's page with status 200: not the provider.
-        page = await response.read(2048)
-        raise ProviderProtocolError(
-            f"{provider.name} answered with an HTML page instead of a stream "
-            f"({_page_text(page)!r}); check the base URL and any proxy in between",
-            provider=provider.name,
-        )
+    # A captive portal or a proxy's page with status 200: not the provider.
+    page = await response.read(2048)
+    raise ProviderProtocolError(
+        f"{provider.name} answered with an HTML page instead of a stream "
+        f"({_page_text(page)!r}); check the base URL and any proxy in between",
+        provider=provider.name,
+    )
 
 
 def _page_text(page: bytes) -> str:

@@ -25,7 +25,7 @@ growing without bound; the events completed before it are returned first.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sized
+from collections.abc import Iterable
 from typing import final
 
 from mmstream.errors import ProviderProtocolError
@@ -109,8 +109,10 @@ class _LineBuffer:
         self._size = 0
         return joined
 
-    def _lines(self, buffer: bytes) -> list[bytes]:
-        """The complete lines of ``buffer`` (up to one over the cap); the rest is held."""
+    def _lines(self, buffer: bytes) -> tuple[list[bytes], bool]:
+        """The complete lines of ``buffer`` (up to one over the cap: then True); the rest held."""
+        if self._too_long:
+            raise self._line_error()
         lines = buffer.split(b"\n")
         rest = lines.pop()
         if rest:
@@ -118,22 +120,17 @@ class _LineBuffer:
             self._size = len(rest)
         if len(buffer) > self._max_line:
             return self._within_cap(lines)
-        return lines
+        return lines, False
 
-    def _within_cap(self, lines: list[bytes]) -> list[bytes]:
-        """``lines`` up to the first one over the cap (raised after these are decoded)."""
+    def _within_cap(self, lines: list[bytes]) -> tuple[list[bytes], bool]:
+        """``lines`` up to the first one over the cap, and whether one was (it raises later)."""
         for index, line in enumerate(lines):
             if len(line) > self._max_line:
                 self._too_long = True
-                return lines[:index]
+                return lines[:index], True
         if self._size > self._max_line:
             self._too_long = True
-        return lines
-
-    def _raise_if_cut(self, found: Sized) -> None:
-        """Raise for a line over the cap now, unless frames completed before it (then next time)."""
-        if self._too_long and not found:
-            raise self._line_error()
+        return lines, self._too_long
 
     def _rest(self) -> bytes:
         """End of body: the line left without its end."""
@@ -204,11 +201,9 @@ class SSEDecoder(_LineBuffer):
                 if not data:
                     return []
         has_cr = b"\r" in data
-        if not has_cr and b"\n" not in data:
-            self._hold(data)  # no line ends here: nothing to scan yet
+        if (self._parts or self._at_start) and not has_cr and b"\n" not in data:
+            self._hold(data)  # inside a long line (or a BOM): nothing to join or scan yet
             return []
-        if self._too_long:
-            raise self._line_error()
         buffer = self._joined(data) if self._parts else data
         if self._at_start:
             self._at_start = False
@@ -218,7 +213,17 @@ class SSEDecoder(_LineBuffer):
             # A CR ends a line at once; if the next read starts with LF, it is skipped.
             self._skip_lf = buffer.endswith(b"\r")
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        lines = self._lines(buffer)
+        # (inline: the hot path; NDJSONDecoder calls _lines for the same)
+        if self._too_long:
+            raise self._line_error()
+        lines = buffer.split(b"\n")
+        rest = lines.pop()
+        if rest:
+            self._parts.append(rest)
+            self._size = len(rest)
+        cut = False
+        if len(buffer) > self._max_line:
+            lines, cut = self._within_cap(lines)
         events: list[SSEEvent] = []
         line = self._line
         for raw in lines:
@@ -232,7 +237,8 @@ class SSEDecoder(_LineBuffer):
                 events.append(SSEEvent("\n".join(self._data), "message", self._last_id))
                 self._data = []
                 self._has_data = False
-        self._raise_if_cut(events)
+        if cut and not events:
+            raise self._line_error()  # (with events, at the next call: they come first)
         return events
 
     def flush(self) -> list[SSEEvent]:
@@ -313,12 +319,11 @@ class NDJSONDecoder(_LineBuffer):
             if data:
                 self._hold(data)
             return []
-        if self._too_long:
-            raise self._line_error()
         buffer = self._joined(data) if self._parts else data
-        lines = self._lines(buffer)
+        lines, cut = self._lines(buffer)
         found = [stripped for line in lines if (stripped := line.strip())]
-        self._raise_if_cut(found)
+        if cut and not found:
+            raise self._line_error()
         return found
 
     def flush(self) -> list[bytes]:

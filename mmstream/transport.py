@@ -44,6 +44,7 @@ from mmstream.errors import (
     ConfigurationError,
     IncompleteStreamError,
     InvalidRequestError,
+    MMStreamError,
     ProviderProtocolError,
 )
 from mmstream.request import DEFAULT_TIMEOUT, Timeouts
@@ -79,7 +80,7 @@ _TIMEOUT_KINDS: Mapping[type[Exception], str] = {
 }
 
 
-def origin(url: httpx.URL | str) -> str:
+def _origin(url: httpx.URL | str) -> str:
     """``scheme://host:port`` of a URL (never its user, path or query, which may hold a key)."""
     url = httpx.URL(url) if isinstance(url, str) else url
     host = url.host
@@ -91,58 +92,63 @@ def origin(url: httpx.URL | str) -> str:
 
 @contextlib.contextmanager
 def map_exceptions(
-    provider: str, *, streaming: bool = False, origin: str | None = None
+    provider: str, *, streaming: bool = False, origin: str | httpx.URL | None = None
 ) -> Iterator[None]:
     """Turn httpx's exceptions into mmstream's, keeping the original as ``__cause__``.
 
     Args:
         provider: the provider's name, for the message and the error.
         streaming: whether the body was being read (a drop is then mid-stream).
-        origin: where the request went (``scheme://host:port``), named in the message.
+        origin: where the request went: ``scheme://host:port``, or the URL it is
+            taken from (only when an error is raised), named in the message.
     """
-    where = f" {origin}" if origin else ""
     try:
         yield
-    except httpx.TimeoutException as exc:
+    except httpx.HTTPError as exc:
+        raise _mapped(exc, provider, streaming, origin) from exc
+
+
+def _mapped(
+    exc: httpx.HTTPError, provider: str, streaming: bool, origin: str | httpx.URL | None
+) -> MMStreamError:
+    """The mmstream error for an httpx exception."""
+    if isinstance(origin, httpx.URL):
+        origin = _origin(origin)
+    where = f" {origin}" if origin else ""
+    detail = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
         kind = _TIMEOUT_KINDS.get(type(exc), "read")
-        raise APITimeoutError(
-            f"{provider}: {kind} timeout{' talking to' + where if where else ''} "
-            f"({str(exc) or type(exc).__name__})",
-            kind=kind,
-            provider=provider,
-        ) from exc
-    except httpx.RemoteProtocolError as exc:
+        talking = " talking to" + where if where else ""
+        return APITimeoutError(
+            f"{provider}: {kind} timeout{talking} ({detail})", kind=kind, provider=provider
+        )
+    if isinstance(exc, httpx.RemoteProtocolError):
         if streaming:
-            raise IncompleteStreamError(
-                f"the {provider} connection{' to' + where if where else ''} closed mid-stream "
-                f"({exc})",
-                provider=provider,
-            ) from exc
-        raise APIConnectionError(
+            to = " to" + where if where else ""
+            return IncompleteStreamError(
+                f"the {provider} connection{to} closed mid-stream ({exc})", provider=provider
+            )
+        return APIConnectionError(
             f"{provider}: the server{where} broke the HTTP protocol ({exc})", provider=provider
-        ) from exc
-    except (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError) as exc:
-        raise InvalidRequestError(
-            f"{provider}: cannot send that request{' to' + where if where else ''} ({exc}); "
-            "check the base URL and headers",
+        )
+    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError)):
+        to = " to" + where if where else ""
+        return InvalidRequestError(
+            f"{provider}: cannot send that request{to} ({exc}); check the base URL and headers",
             provider=provider,
-        ) from exc
-    except httpx.TransportError as exc:
+        )
+    if isinstance(exc, httpx.TransportError):
         what = "the connection dropped mid-stream" if streaming else "could not connect"
         to = (" from" if streaming else " to") + where if where else ""
-        raise APIConnectionError(
-            f"{provider}: {what}{to} ({str(exc) or type(exc).__name__})", provider=provider
-        ) from exc
-    except httpx.DecodingError as exc:
-        raise ProviderProtocolError(
+        return APIConnectionError(f"{provider}: {what}{to} ({detail})", provider=provider)
+    if isinstance(exc, httpx.DecodingError):
+        return ProviderProtocolError(
             f"{provider}: the response body could not be decoded ({exc})", provider=provider
-        ) from exc
-    except httpx.HTTPError as exc:
-        raise APIConnectionError(
-            f"{provider}: the HTTP exchange{' with' + where if where else ''} failed "
-            f"({str(exc) or type(exc).__name__})",
-            provider=provider,
-        ) from exc
+        )
+    with_ = " with" + where if where else ""
+    return APIConnectionError(
+        f"{provider}: the HTTP exchange{with_} failed ({detail})", provider=provider
+    )
 
 
 def _total_timeout(provider: str, seconds: float | None) -> APITimeoutError:
@@ -176,24 +182,27 @@ _STALE = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 class _Reuse:
-    """An httpcore trace hook noting whether a request went out on a reused connection."""
+    """An httpcore trace hook noting whether a request went out on a reused connection.
 
-    __slots__ = ("connected", "sent")
+    Opening a connection traces ``connection.*`` events before the request's
+    headers are sent; once they are, the hook has its answer and takes itself
+    off the request, so the rest of the exchange is not traced.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("connected", "request", "reused")
+
+    def __init__(self, request: httpx.Request) -> None:
+        self.request = request
         self.connected = False
-        self.sent = False
+        self.reused = False
+        request.extensions["trace"] = self
 
     async def __call__(self, name: str, info: Mapping[str, Any]) -> None:
         if name.startswith("connection."):
             self.connected = True  # connect_tcp, start_tls, ...: a new connection
         elif name.endswith("send_request_headers.started"):
-            self.sent = True
-
-    @property
-    def reused(self) -> bool:
-        """Whether the request was written on a connection opened before it."""
-        return self.sent and not self.connected
+            self.reused = not self.connected
+            self.request.extensions.pop("trace", None)
 
 
 class _RequestBody(httpx.AsyncByteStream):
@@ -261,7 +270,7 @@ class Response:
         request: httpx.Request,
         *,
         label: str,
-        origin: str,
+        origin: httpx.URL,
         total: float | None,
         deadline: float,
     ) -> None:
@@ -495,7 +504,7 @@ class Transport:
         http_request.extensions["timeout"] = _to_httpx(timeouts).as_dict()
         total = timeouts.total
         deadline = math.inf if total is None else anyio.current_time() + total
-        where = origin(http_request.url)
+        where = http_request.url  # named in an error as scheme://host:port, never more
         with anyio.CancelScope(deadline=deadline) as scope, map_exceptions(label, origin=where):
             response = await _send(client, http_request)
         if scope.cancelled_caught:
@@ -507,14 +516,13 @@ class Transport:
 
 async def _send(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
     """``client.send``, once more when a reused connection turned out closed (nothing arrived)."""
-    reuse = _Reuse()
-    request.extensions["trace"] = reuse
+    reuse = _Reuse(request)
     try:
         return await client.send(request, stream=True)
     except _STALE:
         if not reuse.reused:
             raise
-    del request.extensions["trace"]
+    request.extensions.pop("trace", None)
     return await client.send(request, stream=True)
 
 

@@ -547,9 +547,9 @@ async def test_connection_errors_name_the_origin_tried_and_never_the_key() -> No
 
 
 def test_the_origin_of_a_url_holds_no_user_path_or_query() -> None:
-    assert transport_module.origin("https://user:pw@api.test/v1?key=s") == "https://api.test:443"
-    assert transport_module.origin("http://[::1]:8080/x") == "http://[::1]:8080"
-    assert transport_module.origin("http://localhost:11434") == "http://localhost:11434"
+    assert transport_module._origin("https://user:pw@api.test/v1?key=s") == "https://api.test:443"
+    assert transport_module._origin("http://[::1]:8080/x") == "http://[::1]:8080"
+    assert transport_module._origin("http://localhost:11434") == "http://localhost:11434"
 
 
 # --- the configuration is checked before any work -------------------------------------------
