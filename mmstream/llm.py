@@ -16,14 +16,15 @@ from types import TracebackType
 from typing import Any, Literal, final
 
 from mmstream import _endpoint
+from mmstream._offline_transport import OFFLINE_MOUNTS
 from mmstream._stream import ChatStream, Wrap
 from mmstream._sync import Lease, blocking, blocking_stream
 from mmstream.content import ChatMessage, ContentBlock, ImageDocument, MessageRole, TextBlock
 from mmstream.errors import ClosedError, InvalidArgumentError, InvalidRequestError
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.middleware.chain import BatchMiddleware, Call, Middleware, compose
+from mmstream.protocols import Provider
 from mmstream.providers import from_string
-from mmstream.providers.base import Provider
 from mmstream.request import ChatRequest
 from mmstream.responses import ChatResponse, CompletionResponse
 from mmstream.transport import Transport
@@ -162,6 +163,8 @@ class MultiModalLLM:
         self.provider: Provider = provider
         self.middleware: tuple[Middleware | BatchMiddleware, ...] = tuple(middleware)
         self.transport = transport if transport is not None else Transport()
+        for pattern, server in OFFLINE_MOUNTS.items():
+            self.transport.mount(pattern, server)  # the offline server, on every transport
         self.sync_backend = sync_backend
         self._chain = compose(
             self.middleware, functools.partial(_batches, transport=self.transport)

@@ -1,15 +1,21 @@
 """A call, normalized: what the middleware see and what providers translate.
 
-[`ChatRequest`][mmstream.ChatRequest] is one call (messages, options, the provider that serves
-it); [`HTTPRequest`][mmstream.HTTPRequest] is a provider's pure description of the HTTP request
-to send for it. Both are frozen values, derived with `attrs.evolve`.
+[`ChatRequest`][mmstream.request.ChatRequest] is one call (messages, options, the
+provider that serves it); [`HTTPRequest`][mmstream.request.HTTPRequest] is a
+provider's pure description of the HTTP request to send for it. Both are frozen
+values, derived with `attrs.evolve`.
+
+Like every value module this one imports nothing above the values: a request
+knows its provider only as a [`ProviderRef`][mmstream.request.ProviderRef] (a
+name and a model); the whole contract is
+[`Provider`][mmstream.protocols.Provider], one layer up.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, final
+from typing import Any, ClassVar, Literal, Protocol, final
 
 import attrs
 from attrs import field, frozen
@@ -17,14 +23,13 @@ from attrs import field, frozen
 from mmstream.content import ChatMessage
 from mmstream.errors import ConfigurationError, InvalidArgumentError
 
-if TYPE_CHECKING:
-    from mmstream.providers.base import Provider
-
 __all__ = [
-    "DEFAULT_TIMEOUT",
+    "CallOptionFields",
     "CallOptions",
     "ChatRequest",
+    "DEFAULT_TIMEOUT",
     "HTTPRequest",
+    "ProviderRef",
     "StreamFormat",
     "Timeouts",
 ]
@@ -187,14 +192,11 @@ class Timeouts:
 DEFAULT_TIMEOUT = Timeouts()
 
 
-@final
 @frozen(kw_only=True)
-class CallOptions:
-    """Sampling and call options; a provider's defaults, overridden per call.
+class CallOptionFields:
+    """The call options as fields, declared once: the base of `CallOptions` and of every provider.
 
-    ``extra`` holds options mmstream does not model (``tools``, ``seed``,
-    ``response_format``, ``keep_alive``, ...): each provider passes through the
-    ones its API takes. ``timeout`` (seconds) bounds the HTTP exchange.
+    A provider's fields of these names are its defaults; a call's own options win.
     """
 
     temperature: float | None = field(default=None, validator=_number(0))
@@ -203,6 +205,24 @@ class CallOptions:
     stop: tuple[str, ...] | None = field(default=None, converter=_to_stop)
     timeout: float | Timeouts | None = field(default=None, validator=_timeout)
     extra: Mapping[str, Any] = field(factory=dict, converter=_to_extra)
+
+
+@final
+@frozen(kw_only=True)
+class CallOptions(CallOptionFields):
+    """Sampling and call options; a provider's defaults, overridden per call.
+
+    ``extra`` holds options mmstream does not model (``tools``, ``seed``,
+    ``response_format``, ``keep_alive``, ...): each provider passes through the
+    ones its API takes. ``timeout`` (seconds) bounds the HTTP exchange.
+    """
+
+    @classmethod
+    def of(cls, fields: CallOptionFields) -> CallOptions:
+        """The options held by ``fields`` (a provider's defaults), as a `CallOptions`."""
+        if type(fields) is cls:
+            return fields
+        return cls(**{name: getattr(fields, name) for name in _ALL_OPTION_NAMES})
 
     def merge(self, **overrides: Any) -> CallOptions:
         """These options with the given ones on top; ``None`` leaves a value as it is.
@@ -223,7 +243,23 @@ class CallOptions:
         return attrs.evolve(self, extra=extra, **known)
 
 
-_OPTION_NAMES = frozenset(a.name for a in attrs.fields(CallOptions)) - {"extra"}
+_ALL_OPTION_NAMES = tuple(a.name for a in attrs.fields(CallOptionFields))
+_OPTION_NAMES = frozenset(_ALL_OPTION_NAMES) - {"extra"}
+
+
+class ProviderRef(Protocol):
+    """What a request knows of the provider that serves it: its name and model.
+
+    The provider travels with the request (a middleware such as Fallback swaps
+    it); the transport-facing contract is [`Provider`][mmstream.protocols.Provider].
+    """
+
+    name: ClassVar[str]
+
+    @property
+    def model(self) -> str:
+        """The model (or deployment) that answers."""
+        ...
 
 
 def _provider(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -263,7 +299,7 @@ class ChatRequest:
 
     messages: tuple[ChatMessage, ...] = field(converter=_to_messages)
     options: CallOptions = field(factory=CallOptions, validator=_options)
-    provider: Provider = field(validator=_provider)
+    provider: ProviderRef = field(validator=_provider)
     operation: Literal["chat", "complete"] = field(default="chat", validator=_operation)
     attempt: int = field(default=1, validator=_count)
 

@@ -21,36 +21,77 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 from cattrs import Converter
-from cattrs.gen import make_dict_unstructure_fn, override
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.strategies import configure_tagged_union
 
 from mmstream import content, metadata, request, responses
 from mmstream._secret import Secret
 from mmstream.content import ChatMessage, ContentBlock, ImageBlock, ImageDocument, TextBlock
 from mmstream.errors import ConfigurationError
-from mmstream.middleware import tracing
-from mmstream.providers import Provider, from_string
 from mmstream.request import Timeouts
 from mmstream.responses import ChatResponse, CompletionResponse, Usage, _Response
+
+if TYPE_CHECKING:
+    from mmstream.protocols import Provider
 
 __all__ = ["converter", "from_json", "structure_provider", "to_json"]
 
 T = TypeVar("T")
 
-# Public classes report ``__module__ == "mmstream"``; resolve their string
-# annotations against the modules that define them before cattrs reads them.
-for _module in (content, metadata, request, responses, tracing):
-    for _value in vars(_module).values():
-        if isinstance(_value, type) and attrs.has(_value) and _value.__module__ == "mmstream":
-            attrs.resolve_types(_value, globalns={**vars(_module), "Provider": Provider})
+#: the value modules; a public class (``__module__ == "mmstream"``) is defined in one of them.
+_VALUE_MODULES = (content, metadata, request, responses)
+
+
+def _resolved(cls: type) -> type:
+    """``cls`` with its string annotations resolved in its own module (once, on first use).
+
+    Public classes report ``__module__ == "mmstream"``, where cattrs would look
+    their annotations up in vain; each value module imports nothing above the
+    values, so its own namespace resolves every annotation.
+    """
+    if cls.__module__ == "mmstream" and any(isinstance(a.type, str) for a in attrs.fields(cls)):
+        home = next((m for m in _VALUE_MODULES if vars(m).get(cls.__name__) is cls), None)
+        attrs.resolve_types(cls, globalns=None if home is None else vars(home))
+    return cls
+
+
+def _is(cls: type) -> Callable[[Any], bool]:
+    """A hook predicate for exactly ``cls`` (registering by class would resolve it at import)."""
+    return lambda t: t is cls
+
+
+def _public(cls: Any) -> bool:
+    return isinstance(cls, type) and attrs.has(cls) and cls.__module__ == "mmstream"
+
 
 converter = Converter()
 """The converter; ``unstructure(obj)`` gives JSON-safe data, ``structure(data, cls)`` the object."""
+
+converter.register_structure_hook_factory(
+    _public, lambda cls: make_dict_structure_fn(_resolved(cls), converter)
+)
+converter.register_unstructure_hook_factory(
+    _public, lambda cls: make_dict_unstructure_fn(_resolved(cls), converter)
+)
+
+
+def _lazy_unstructure(cls: type, **overrides: Any) -> Callable[[Any], Any]:
+    """An unstructure hook for ``cls`` made on first use (when its types are resolved)."""
+    made: list[Callable[[Any], Any]] = []
+
+    def unstructure(value: Any) -> Any:
+        if not made:
+            made.append(make_dict_unstructure_fn(_resolved(cls), converter, **overrides))
+        return made[0](value)
+
+    return unstructure
+
 
 converter.register_unstructure_hook(bytes, lambda b: base64.b64encode(b).decode("ascii"))
 converter.register_structure_hook(bytes, lambda v, _: base64.b64decode(v))
@@ -68,14 +109,12 @@ converter.register_structure_hook_func(
 )
 
 # Content blocks: a tagged union; absent image fields are omitted.
-converter.register_unstructure_hook(
-    ImageBlock,
-    make_dict_unstructure_fn(
-        ImageBlock, converter, _cattrs_omit_if_default=True, block_type=override(omit=True)
-    ),
+converter.register_unstructure_hook_func(
+    _is(ImageBlock),
+    _lazy_unstructure(ImageBlock, _cattrs_omit_if_default=True, block_type=override(omit=True)),
 )
-converter.register_unstructure_hook(
-    TextBlock, make_dict_unstructure_fn(TextBlock, converter, block_type=override(omit=True))
+converter.register_unstructure_hook_func(
+    _is(TextBlock), _lazy_unstructure(TextBlock, block_type=override(omit=True))
 )
 configure_tagged_union(
     ContentBlock,
@@ -83,24 +122,24 @@ configure_tagged_union(
     tag_generator=lambda cls: "text" if cls is TextBlock else "image",
     tag_name="type",
 )
-converter.register_unstructure_hook(
-    ChatMessage,
+converter.register_unstructure_hook_func(
+    _is(ChatMessage),
     lambda m: {
         "role": m.role.value,
         "blocks": [converter.unstructure(b, ContentBlock) for b in m.blocks],
         "additional_kwargs": dict(m.additional_kwargs),
     },
 )
-converter.register_structure_hook(
-    ChatMessage,
+converter.register_structure_hook_func(
+    _is(ChatMessage),
     lambda d, _: ChatMessage(
         d["role"],
         blocks=[converter.structure(b, ContentBlock) for b in d.get("blocks", ())],  # type: ignore[arg-type]
         additional_kwargs=d.get("additional_kwargs"),
     ),
 )
-converter.register_unstructure_hook(
-    ImageDocument, make_dict_unstructure_fn(ImageDocument, converter, _cattrs_omit_if_default=True)
+converter.register_unstructure_hook_func(
+    _is(ImageDocument), _lazy_unstructure(ImageDocument, _cattrs_omit_if_default=True)
 )
 
 
@@ -132,8 +171,8 @@ def _response_structurer(cls: type[_Response]) -> Any:
 
 
 for _cls in (ChatResponse, CompletionResponse):
-    converter.register_unstructure_hook(_cls, _unstructure_response)
-    converter.register_structure_hook(_cls, _response_structurer(_cls))
+    converter.register_unstructure_hook_func(_is(_cls), _unstructure_response)
+    converter.register_structure_hook_func(_is(_cls), _response_structurer(_cls))
 
 
 # Providers: configuration without secrets, tagged with the provider's name.
@@ -161,17 +200,34 @@ converter.register_unstructure_hook_func(_is_provider, _unstructure_provider)
 
 
 def structure_provider(data: dict[str, Any], **secrets: Any) -> Provider:
-    """Rebuild a provider from `converter.unstructure(provider)` (pass keys again here).
+    """Rebuild a provider from `converter.unstructure` output (pass keys again here).
+
+    The provider is built from the data alone (its class's constructor, which
+    reads no environment); ``secrets`` give back what serializing dropped.
 
     Raises:
         ConfigurationError: the data names no known provider.
     """
+    from mmstream.providers import provider_class
+
     fields = dict(data)
     name = fields.pop("provider", None)
     if not isinstance(name, str):
         raise ConfigurationError('provider data needs a "provider" name')
-    model = fields.pop("model", None) or "default"
-    return from_string(f"{name}:{model}", **fields, **secrets)
+    cls = provider_class(name)
+    fields.setdefault("model", "default")
+    values = {
+        key: _structure_field(cls, key, value) for key, value in {**fields, **secrets}.items()
+    }
+    provider: Provider = cls(**values)
+    return provider
+
+
+def _structure_field(cls: type, name: str, value: Any) -> Any:
+    """A provider field's value from JSON data (a timeout's ``Timeouts``; the rest as it is)."""
+    if name == "timeout" and isinstance(value, dict):
+        return converter.structure(value, Timeouts)
+    return value
 
 
 def to_json(obj: Any) -> str:

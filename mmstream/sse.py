@@ -14,6 +14,13 @@ are ignored.
 Lines are only ever split at CR or LF bytes, which never occur inside a
 multi-byte UTF-8 sequence, so each line is decoded whole and a character split
 across two reads is never mangled.
+
+Decoding is linear in the bytes read whatever the line length: the pieces of
+an unfinished line are kept apart and joined once, when the line ends. A line
+longer than ``max_line`` bytes (16 MiB by default,
+[`DEFAULT_MAX_LINE`][mmstream.sse.DEFAULT_MAX_LINE]) raises
+[`ProviderProtocolError`][mmstream.errors.ProviderProtocolError] instead of
+growing without bound; the events completed before it are returned first.
 """
 
 from __future__ import annotations
@@ -21,7 +28,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import final
 
-__all__ = ["NDJSONDecoder", "SSEDecoder", "SSEEvent"]
+from mmstream.errors import ProviderProtocolError
+
+__all__ = ["DEFAULT_MAX_LINE", "NDJSONDecoder", "SSEDecoder", "SSEEvent"]
+
+#: The longest line a decoder holds: 16 MiB. A whole long answer in one event is
+#: well under 1 MiB (128k tokens of text); the largest events real APIs send are
+#: inline generated images (base64 of a 2048x2048 PNG is about 8-11 MB), which
+#: still fit. Past this a stream is broken or hostile, and each open stream's
+#: memory stays bounded.
+DEFAULT_MAX_LINE = 16 * 1024 * 1024
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -58,9 +74,87 @@ class SSEEvent:
         return f"SSEEvent(event={self.event!r}, data={self.data!r}, id={self.id!r}{retry})"
 
 
+class _LineBuffer:
+    """The unfinished line of a body, kept as pieces (joined once) under a cap.
+
+    The decoders' ``feed`` use the slots inline on the hot path (an event per
+    read leaves nothing held); the methods here are the rarer paths.
+    """
+
+    __slots__ = ("_max_line", "_parts", "_size", "_too_long")
+
+    def __init__(self, max_line: int) -> None:
+        if max_line < 1:
+            raise ValueError(f"max_line must be at least 1 byte, not {max_line}")
+        self._max_line = max_line
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._too_long = False
+
+    def _hold(self, data: bytes) -> None:
+        """Keep ``data``, a piece of a line that has not ended yet."""
+        if self._too_long:
+            raise self._line_error()
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size > self._max_line:
+            raise self._line_error()
+
+    def _joined(self, data: bytes) -> bytes:
+        """The held pieces followed by ``data`` (which ends at least one line)."""
+        parts = self._parts
+        parts.append(data)
+        joined = b"".join(parts)
+        parts.clear()
+        self._size = 0
+        return joined
+
+    def _lines(self, buffer: bytes) -> tuple[list[bytes], bool]:
+        """The complete lines of ``buffer`` (up to one over the cap: then True); the rest held."""
+        if self._too_long:
+            raise self._line_error()
+        lines = buffer.split(b"\n")
+        rest = lines.pop()
+        if rest:
+            self._parts.append(rest)
+            self._size = len(rest)
+        if len(buffer) > self._max_line:
+            return self._within_cap(lines)
+        return lines, False
+
+    def _within_cap(self, lines: list[bytes]) -> tuple[list[bytes], bool]:
+        """``lines`` up to the first one over the cap, and whether one was (it raises later)."""
+        for index, line in enumerate(lines):
+            if len(line) > self._max_line:
+                self._too_long = True
+                return lines[:index], True
+        if self._size > self._max_line:
+            self._too_long = True
+        return lines, self._too_long
+
+    def _rest(self) -> bytes:
+        """End of body: the line left without its end."""
+        if self._too_long:
+            raise self._line_error()
+        rest = b"".join(self._parts)
+        self._parts.clear()
+        self._size = 0
+        return rest
+
+    def _line_error(self) -> ProviderProtocolError:
+        """The error for a line over the cap (it stays: the body cannot be read further)."""
+        self._too_long = True
+        self._parts.clear()
+        self._size = 0
+        return ProviderProtocolError(
+            f"the stream sent a line longer than {self._max_line:,} bytes; a provider that "
+            "really sends such lines needs a larger max_line_bytes option"
+        )
+
+
 @final
-class SSEDecoder:
-    """Bytes in, :class:`SSEEvent` out; keeps only the unfinished line between calls.
+class SSEDecoder(_LineBuffer):
+    """Bytes in, [`SSEEvent`][mmstream.sse.SSEEvent] out; keeps only the unfinished line.
 
     Args:
         data_fields: non-standard field names whose value is the data of an
@@ -68,11 +162,12 @@ class SSEDecoder:
             ``error: {...}`` line, which the spec would ignore;
             ``SSEDecoder(data_fields=("error",))`` turns it into
             ``SSEEvent(event="error", data="{...}")``.
+        max_line: the longest line held, in bytes; a longer one raises
+            [`ProviderProtocolError`][mmstream.errors.ProviderProtocolError].
     """
 
     __slots__ = (
         "_at_start",
-        "_buffer",
         "_data",
         "_data_fields",
         "_event",
@@ -82,8 +177,10 @@ class SSEDecoder:
         "_skip_lf",
     )
 
-    def __init__(self, *, data_fields: Iterable[str] = ()) -> None:
-        self._buffer = b""
+    def __init__(
+        self, *, data_fields: Iterable[str] = (), max_line: int = DEFAULT_MAX_LINE
+    ) -> None:
+        super().__init__(max_line)
         self._at_start = True  # the BOM may still come
         self._skip_lf = False  # the last byte seen was a CR ending a line
         self._data: list[str] = []
@@ -103,20 +200,30 @@ class SSEDecoder:
                 data = data[1:]
                 if not data:
                     return []
-        buffer = self._buffer + data if self._buffer else data
+        has_cr = b"\r" in data
+        if (self._parts or self._at_start) and not has_cr and b"\n" not in data:
+            self._hold(data)  # inside a long line (or a BOM): nothing to join or scan yet
+            return []
+        buffer = self._joined(data) if self._parts else data
         if self._at_start:
-            if len(buffer) < len(_BOM) and _BOM.startswith(buffer):
-                self._buffer = buffer  # maybe the start of a BOM: wait for more
-                return []
             self._at_start = False
             if buffer.startswith(_BOM):
                 buffer = buffer[len(_BOM) :]
-        if b"\r" in buffer:
+        if has_cr:  # (held pieces never hold a CR or LF)
             # A CR ends a line at once; if the next read starts with LF, it is skipped.
             self._skip_lf = buffer.endswith(b"\r")
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        # (inline: the hot path; NDJSONDecoder calls _lines for the same)
+        if self._too_long:
+            raise self._line_error()
         lines = buffer.split(b"\n")
-        self._buffer = lines.pop()
+        rest = lines.pop()
+        if rest:
+            self._parts.append(rest)
+            self._size = len(rest)
+        cut = False
+        if len(buffer) > self._max_line:
+            lines, cut = self._within_cap(lines)
         events: list[SSEEvent] = []
         line = self._line
         for raw in lines:
@@ -130,6 +237,8 @@ class SSEDecoder:
                 events.append(SSEEvent("\n".join(self._data), "message", self._last_id))
                 self._data = []
                 self._has_data = False
+        if cut and not events:
+            raise self._line_error()  # (with events, at the next call: they come first)
         return events
 
     def flush(self) -> list[SSEEvent]:
@@ -139,11 +248,11 @@ class SSEDecoder:
         ``data: [DONE]`` and no blank line, so it is kept.
         """
         events: list[SSEEvent] = []
-        rest = self._buffer
-        self._buffer = b""
-        if self._at_start and _BOM.startswith(rest):
-            rest = b""  # a body that is nothing but (part of) a BOM
-        self._at_start = False
+        rest = self._rest()
+        if self._at_start:
+            self._at_start = False
+            if rest.startswith(_BOM):
+                rest = rest[len(_BOM) :]
         if rest:
             self._line(rest, events)
         if self._has_data:
@@ -188,29 +297,36 @@ class SSEDecoder:
 
 
 @final
-class NDJSONDecoder:
+class NDJSONDecoder(_LineBuffer):
     """Bytes in, complete lines out (newline-delimited JSON); blank lines are skipped.
 
     Lines end in LF or CRLF. The lines are returned as bytes: each provider
     parses them, so a malformed line becomes that provider's typed error.
+
+    Args:
+        max_line: the longest line held, in bytes; a longer one raises
+            [`ProviderProtocolError`][mmstream.errors.ProviderProtocolError].
     """
 
-    __slots__ = ("_buffer",)
+    __slots__ = ()
 
-    def __init__(self) -> None:
-        self._buffer = b""
+    def __init__(self, *, max_line: int = DEFAULT_MAX_LINE) -> None:
+        super().__init__(max_line)
 
     def feed(self, data: bytes) -> list[bytes]:
         """Decode more of the body; return the lines it completed."""
-        buffer = self._buffer + data if self._buffer else data
         if b"\n" not in data:
-            self._buffer = buffer
+            if data:
+                self._hold(data)
             return []
-        lines = buffer.split(b"\n")
-        self._buffer = lines.pop()
-        return [stripped for line in lines if (stripped := line.strip())]
+        buffer = self._joined(data) if self._parts else data
+        lines, cut = self._lines(buffer)
+        found = [stripped for line in lines if (stripped := line.strip())]
+        if cut and not found:
+            raise self._line_error()
+        return found
 
     def flush(self) -> list[bytes]:
         """End of body: a last line without its newline."""
-        rest, self._buffer = self._buffer.strip(), b""
+        rest = self._rest().strip()
         return [rest] if rest else []

@@ -1,12 +1,21 @@
-"""The I/O edge: an httpx connection pool per event loop, streaming, timeouts, error mapping.
+"""The I/O edge: an httpx connection pool per event loop, bytes in and out, error mapping.
 
-Providers describe requests (:class:`~mmstream.request.HTTPRequest`); the
-transport sends them and yields the raw body bytes. Every httpx exception is
-mapped to an :class:`~mmstream.errors.MMStreamError` here, at the edge
-(:func:`map_exceptions`); an error status becomes the provider's typed error
-(its ``parse_error``). The response is closed the moment the consumer stops,
-fails or is cancelled, so its connection goes back to the pool (or, when the
-body was not read to the end, is closed).
+Providers describe requests ([`HTTPRequest`][mmstream.request.HTTPRequest]);
+the transport sends them and reports what came back: the status, the headers,
+and the body's bytes as they arrive ([`Response`][mmstream.transport.Response]).
+It never interprets them; the endpoint asks the provider what an error status
+means. Every httpx exception is mapped to an
+[`MMStreamError`][mmstream.errors.MMStreamError] here, at the edge
+([`map_exceptions`][mmstream.transport.map_exceptions]), naming the origin
+(scheme, host and port) that was tried. The response is closed the moment the
+consumer stops, fails or is cancelled, so its connection goes back to the pool
+(or, when the body was not read to the end, is closed).
+
+A request sent on a kept-alive connection that the server had just closed (no
+byte of a response arrived) is sent once more, on a new connection: the race
+is invisible, as in a browser. Other URL schemes are served by mounts
+(``Transport(mounts=...)``); the facade mounts the offline server on
+``offline://``.
 
 Each event loop gets its own ``httpx.AsyncClient`` (a connection pool cannot be
 shared between loops); the blocking methods run on mmstream's portal loop,
@@ -19,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import re
 import secrets
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -33,19 +41,25 @@ from mmstream._version import __version__
 from mmstream.errors import (
     APIConnectionError,
     APITimeoutError,
+    ConfigurationError,
     IncompleteStreamError,
     InvalidRequestError,
     MMStreamError,
     ProviderProtocolError,
 )
-from mmstream.providers.base import default_parse_error
 from mmstream.request import DEFAULT_TIMEOUT, Timeouts
 
 if TYPE_CHECKING:
-    from mmstream.providers.base import Provider
     from mmstream.request import HTTPRequest
 
-__all__ = ["DEFAULT_TIMEOUT", "MAX_ERROR_BODY", "Timeouts", "Transport", "map_exceptions"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "MAX_ERROR_BODY",
+    "Response",
+    "Timeouts",
+    "Transport",
+    "map_exceptions",
+]
 
 #: error bodies are read up to this size (a proxy may send a large HTML page).
 MAX_ERROR_BODY = 64 * 1024
@@ -66,45 +80,75 @@ _TIMEOUT_KINDS: Mapping[type[Exception], str] = {
 }
 
 
+def _origin(url: httpx.URL | str) -> str:
+    """``scheme://host:port`` of a URL (never its user, path or query, which may hold a key)."""
+    url = httpx.URL(url) if isinstance(url, str) else url
+    host = url.host
+    if ":" in host:
+        host = f"[{host}]"
+    port = url.port or {"http": 80, "https": 443}.get(url.scheme)
+    return f"{url.scheme}://{host}" + ("" if port is None else f":{port}")
+
+
 @contextlib.contextmanager
-def map_exceptions(provider: str, *, streaming: bool = False) -> Iterator[None]:
-    """Turn httpx's exceptions into mmstream's, keeping the original as ``__cause__``."""
+def map_exceptions(
+    provider: str, *, streaming: bool = False, origin: str | httpx.URL | None = None
+) -> Iterator[None]:
+    """Turn httpx's exceptions into mmstream's, keeping the original as ``__cause__``.
+
+    Args:
+        provider: the provider's name, for the message and the error.
+        streaming: whether the body was being read (a drop is then mid-stream).
+        origin: where the request went: ``scheme://host:port``, or the URL it is
+            taken from (only when an error is raised), named in the message.
+    """
     try:
         yield
-    except httpx.TimeoutException as exc:
-        kind = _TIMEOUT_KINDS.get(type(exc), "read")
-        raise APITimeoutError(
-            f"{provider}: {kind} timeout ({str(exc) or type(exc).__name__})",
-            kind=kind,
-            provider=provider,
-        ) from exc
-    except httpx.RemoteProtocolError as exc:
-        if streaming:
-            raise IncompleteStreamError(
-                f"the {provider} connection closed mid-stream ({exc})", provider=provider
-            ) from exc
-        raise APIConnectionError(
-            f"{provider}: the server broke the HTTP protocol ({exc})", provider=provider
-        ) from exc
-    except (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError) as exc:
-        raise InvalidRequestError(
-            f"{provider}: cannot send that request ({exc}); check the base URL and headers",
-            provider=provider,
-        ) from exc
-    except httpx.TransportError as exc:
-        what = "the connection dropped mid-stream" if streaming else "could not connect"
-        raise APIConnectionError(
-            f"{provider}: {what} ({str(exc) or type(exc).__name__})", provider=provider
-        ) from exc
-    except httpx.DecodingError as exc:
-        raise ProviderProtocolError(
-            f"{provider}: the response body could not be decoded ({exc})", provider=provider
-        ) from exc
     except httpx.HTTPError as exc:
-        raise APIConnectionError(
-            f"{provider}: the HTTP exchange failed ({str(exc) or type(exc).__name__})",
+        raise _mapped(exc, provider, streaming, origin) from exc
+
+
+def _mapped(
+    exc: httpx.HTTPError, provider: str, streaming: bool, origin: str | httpx.URL | None
+) -> MMStreamError:
+    """The mmstream error for an httpx exception."""
+    if isinstance(origin, httpx.URL):
+        origin = _origin(origin)
+    where = f" {origin}" if origin else ""
+    detail = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        kind = _TIMEOUT_KINDS.get(type(exc), "read")
+        talking = " talking to" + where if where else ""
+        return APITimeoutError(
+            f"{provider}: {kind} timeout{talking} ({detail})", kind=kind, provider=provider
+        )
+    if isinstance(exc, httpx.RemoteProtocolError):
+        if streaming:
+            to = " to" + where if where else ""
+            return IncompleteStreamError(
+                f"the {provider} connection{to} closed mid-stream ({exc})", provider=provider
+            )
+        return APIConnectionError(
+            f"{provider}: the server{where} broke the HTTP protocol ({exc})", provider=provider
+        )
+    if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError)):
+        to = " to" + where if where else ""
+        return InvalidRequestError(
+            f"{provider}: cannot send that request{to} ({exc}); check the base URL and headers",
             provider=provider,
-        ) from exc
+        )
+    if isinstance(exc, httpx.TransportError):
+        what = "the connection dropped mid-stream" if streaming else "could not connect"
+        to = (" from" if streaming else " to") + where if where else ""
+        return APIConnectionError(f"{provider}: {what}{to} ({detail})", provider=provider)
+    if isinstance(exc, httpx.DecodingError):
+        return ProviderProtocolError(
+            f"{provider}: the response body could not be decoded ({exc})", provider=provider
+        )
+    with_ = " with" + where if where else ""
+    return APIConnectionError(
+        f"{provider}: the HTTP exchange{with_} failed ({detail})", provider=provider
+    )
 
 
 def _total_timeout(provider: str, seconds: float | None) -> APITimeoutError:
@@ -133,17 +177,184 @@ def _ended(token: object) -> bool:
     return False
 
 
+#: errors from sending on a kept-alive connection the server had closed (nothing arrived).
+_STALE = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
+class _Reuse:
+    """An httpcore trace hook noting whether a request went out on a reused connection.
+
+    Opening a connection traces ``connection.*`` events before the request's
+    headers are sent; once they are, the hook has its answer and takes itself
+    off the request, so the rest of the exchange is not traced.
+    """
+
+    __slots__ = ("connected", "request", "reused")
+
+    def __init__(self, request: httpx.Request) -> None:
+        self.request = request
+        self.connected = False
+        self.reused = False
+        request.extensions["trace"] = self
+
+    async def __call__(self, name: str, info: Mapping[str, Any]) -> None:
+        if name.startswith("connection."):
+            self.connected = True  # connect_tcp, start_tls, ...: a new connection
+        elif name.endswith("send_request_headers.started"):
+            self.reused = not self.connected
+            self.request.extensions.pop("trace", None)
+
+
+class _RequestBody(httpx.AsyncByteStream):
+    """The request body, iterated without an async generator (nothing left to finalize).
+
+    httpx's own byte stream iterates through a generator that a cancelled send
+    leaves suspended, which trio reports as garbage collected unexhausted.
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return _Once(self._data)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class _Once:
+    """An async iterator of one piece of bytes."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def __aiter__(self) -> _Once:
+        return self
+
+    async def __anext__(self) -> bytes:
+        data, self._data = self._data, None
+        if data is None:
+            raise StopAsyncIteration
+        return data
+
+
+@final
+class Response:
+    """What came back for a request: status, headers, and the body's bytes as they arrive.
+
+    Nothing here interprets them; the endpoint does, with the provider's help.
+    ``next_read()`` gives each network read's bytes, then ``None``; ``read(limit)``
+    the first bytes of a body (an error page). Always ``aclose()`` it.
+    """
+
+    __slots__ = (
+        "_chunks",
+        "_deadline",
+        "_label",
+        "_next",
+        "_origin",
+        "_request",
+        "_response",
+        "_total",
+        "headers",
+        "status",
+    )
+
+    def __init__(
+        self,
+        response: httpx.Response,
+        request: httpx.Request,
+        *,
+        label: str,
+        origin: httpx.URL,
+        total: float | None,
+        deadline: float,
+    ) -> None:
+        self._response = response
+        self._request = request
+        self.status: int = response.status_code
+        self.headers: httpx.Headers = response.headers
+        self._label = label
+        self._origin = origin
+        self._total = total
+        self._deadline = deadline
+        # Without a content-encoding there is nothing to decode: the raw body skips a
+        # generator layer and a decoder call per network read. (A body already read,
+        # as a mock transport's is, can only be iterated with aiter_bytes.)
+        identity = response.headers.get("content-encoding", "identity").lower() == "identity"
+        raw = identity and not response.is_stream_consumed
+        self._chunks = response.aiter_raw() if raw else response.aiter_bytes()
+        self._next = self._chunks.__anext__
+
+    async def next_read(self) -> bytes | None:
+        """The bytes of the next network read, or ``None`` at the end of the body.
+
+        Raises:
+            APITimeoutError: a read or the total deadline passed.
+            IncompleteStreamError: the connection closed in the middle of the body.
+            APIConnectionError: the connection dropped.
+        """
+        if self._total is None:
+            try:
+                return await self._next()
+            except StopAsyncIteration:
+                return None
+            except Exception:
+                with map_exceptions(self._label, streaming=True, origin=self._origin):
+                    raise  # mapped here: no context manager per read on the way
+        data: bytes | None = None
+        with (
+            anyio.CancelScope(deadline=self._deadline) as scope,
+            map_exceptions(self._label, streaming=True, origin=self._origin),
+        ):
+            try:
+                data = await self._next()
+            except StopAsyncIteration:
+                data = None
+        if scope.cancelled_caught:
+            raise _total_timeout(self._label, self._total)
+        return data
+
+    async def read(self, limit: int) -> bytes:
+        """Up to ``limit`` bytes of the body, with the request's credentials masked.
+
+        A proxy may echo the request back; its key never reaches an error.
+        """
+        parts: list[bytes] = []
+        size = 0
+        while size < limit:
+            data = await self.next_read()
+            if data is None:
+                break
+            parts.append(data)
+            size += len(data)
+        return _redact(b"".join(parts)[:limit], self._request.headers)
+
+    async def aclose(self) -> None:
+        """Close the response (shielded: it runs even in a cancelled task)."""
+        with anyio.CancelScope(shield=True):
+            await self._response.aclose()
+            await _finish(self._chunks)
+
+
 @final
 class Transport:
     """Sends provider requests over one pooled ``httpx.AsyncClient`` per event loop.
 
     Args:
-        timeout: seconds, :class:`Timeouts` or an ``httpx.Timeout`` for every call;
-            a call's ``timeout`` option replaces it for that call.
+        timeout: seconds, `Timeouts` or an
+            ``httpx.Timeout`` for every call; a call's ``timeout`` option replaces
+            it for that call.
         limits: the connection pool's limits.
         http_transport: an ``httpx.AsyncBaseTransport`` to send through instead of
             the network (``httpx.MockTransport`` in tests, a proxy transport, ...).
         headers: headers added to every request (the provider's own win).
+        mounts: URL patterns served by other httpx transports, as httpx's
+            ``mounts`` (``{"offline://": server}``); they win over ``http_transport``.
 
     It is also an async context manager: leaving it closes the running loop's pool.
     """
@@ -155,11 +366,13 @@ class Transport:
         limits: httpx.Limits | None = None,
         http_transport: httpx.AsyncBaseTransport | None = None,
         headers: Mapping[str, str] | None = None,
+        mounts: Mapping[str, httpx.AsyncBaseTransport] | None = None,
     ) -> None:
         self.timeouts = Timeouts.from_value(timeout)
         self.limits = limits or httpx.Limits(max_connections=1000, max_keepalive_connections=100)
         self._http_transport = http_transport
         self._headers = {"User-Agent": f"mmstream/{__version__}", **(headers or {})}
+        self._mounts: dict[str, httpx.AsyncBaseTransport] = dict(mounts or {})
         # id(loop or trio token) -> (weak reference to it, its pool)
         self._clients: dict[int, tuple[weakref.ref[Any], httpx.AsyncClient]] = {}
 
@@ -168,8 +381,31 @@ class Transport:
         """The timeouts of every call (alias of ``timeouts``)."""
         return self.timeouts
 
+    @property
+    def mounts(self) -> Mapping[str, httpx.AsyncBaseTransport]:
+        """The URL patterns served by other transports."""
+        return dict(self._mounts)
+
     def __repr__(self) -> str:
         return f"Transport(timeouts={self.timeouts!r}, pools={len(self._clients)})"
+
+    def mount(self, pattern: str, http_transport: httpx.AsyncBaseTransport) -> None:
+        """Serve URLs matching ``pattern`` (``"offline://"``) with ``http_transport``.
+
+        Mounting what is already mounted changes nothing.
+
+        Raises:
+            ConfigurationError: the pattern is new and a pool is already open (mount
+                before the first request).
+        """
+        if self._mounts.get(pattern) is http_transport:
+            return
+        self._prune()
+        if self._clients:
+            raise ConfigurationError(
+                f"mount {pattern!r} before the transport sends its first request"
+            )
+        self._mounts[pattern] = http_transport
 
     def client(self) -> httpx.AsyncClient:
         """The connection pool of the running event loop (created on first use)."""
@@ -178,13 +414,11 @@ class Transport:
         if entry is not None and entry[0]() is token and not entry[1].is_closed:
             return entry[1]
         self._prune()
-        from mmstream._offline_transport import OfflineTransport
-
         client = httpx.AsyncClient(
             timeout=_to_httpx(self.timeouts),
             limits=self.limits,
             transport=self._http_transport,
-            mounts={"offline://": OfflineTransport()},
+            mounts=self._mounts or None,
             headers=self._headers,
             follow_redirects=False,
         )
@@ -231,7 +465,7 @@ class Transport:
                 headers["Content-Type"] = "application/json"
         try:
             with map_exceptions(name):
-                return client.build_request(
+                built = client.build_request(
                     request.method, request.url, headers=headers, content=content
                 )
         except UnicodeEncodeError:
@@ -241,87 +475,49 @@ class Transport:
                 "for stray characters",
                 provider=name,
             ) from None
+        if content is not None:
+            built.stream = _RequestBody(content)
+        return built
 
-    async def stream(
-        self, request: HTTPRequest, provider: Provider, *, deadline: float | None = None
-    ) -> AsyncIterator[bytes]:
-        """Send ``request`` and yield the response body as it arrives.
+    async def send(
+        self, request: HTTPRequest, *, label: str, deadline: float | None = None
+    ) -> Response:
+        """Send ``request``; return the response once its head has arrived.
 
-        ``deadline`` (``anyio.current_time()`` clock) is when the call's total
-        timeout ends, when the call started before this exchange (its images
-        were prepared first); by default the total counts from now.
+        The status is reported, not judged: an error status is the caller's to
+        read (``read``) and interpret. A request written on a reused keep-alive
+        connection that the server had closed, with no byte of a response back,
+        is sent once more on a new connection.
 
-        A status outside 2xx raises the provider's typed error (from its
-        ``parse_error``) carrying the server's message and request id. The
-        response is closed when the generator is closed, however that happens.
+        Args:
+            request: what the provider built.
+            label: the provider's name, for errors.
+            deadline: when the call's total timeout ends (``anyio.current_time()``
+                clock), when the call started before this exchange (its images were
+                prepared first); by default the total counts from now.
 
         Raises:
-            APIError: an error status (subclass by status).
-            APITimeoutError: a connect, read, write, pool or total deadline passed.
-            APIConnectionError: the server could not be reached or the connection dropped.
-            IncompleteStreamError: the connection closed in the middle of the body.
+            APITimeoutError: a connect, write, pool or total deadline passed.
+            APIConnectionError: the server could not be reached.
+            InvalidRequestError: the request cannot be sent (bad URL, header or body).
         """
-        name = provider.name
         client = self.client()
-        timeouts = self.timeouts if request.timeout is None else _call_timeouts(request.timeout)
-        http_request = self._build(client, request, name)
+        timeouts = (
+            self.timeouts if request.timeout is None else Timeouts.from_value(request.timeout)
+        )
+        http_request = self._build(client, request, label)
         http_request.extensions["timeout"] = _to_httpx(timeouts).as_dict()
         total = timeouts.total
         if deadline is None:
             deadline = math.inf if total is None else anyio.current_time() + total
-
-        with anyio.CancelScope(deadline=deadline) as scope, map_exceptions(name):
-            response = await client.send(http_request, stream=True)
+        where = http_request.url  # named in an error as scheme://host:port, never more
+        with anyio.CancelScope(deadline=deadline) as scope, map_exceptions(label, origin=where):
+            response = await _send(client, http_request)
         if scope.cancelled_caught:
-            raise _total_timeout(name, total)
-        # Without a content-encoding there is nothing to decode: the raw body skips a
-        # generator layer and a decoder call per network read. (A body already read,
-        # as a mock transport's is, can only be iterated with aiter_bytes.)
-        identity = response.headers.get("content-encoding", "identity").lower() == "identity"
-        raw = identity and not response.is_stream_consumed
-        chunks = response.aiter_raw() if raw else response.aiter_bytes()
-        try:
-            if not 200 <= response.status_code < 300:
-                with anyio.CancelScope(deadline=deadline) as scope, map_exceptions(name):
-                    body = await _read_bounded(chunks, MAX_ERROR_BODY)
-                if scope.cancelled_caught:
-                    raise _total_timeout(name, total)
-                raise _parse_error(provider, response, _redact(body, http_request.headers))
-            if response.headers.get("content-type", "").startswith("text/html"):
-                # A captive portal or a proxy's page with status 200: not the provider.
-                with anyio.CancelScope(deadline=deadline), map_exceptions(name):
-                    page = await _read_bounded(chunks, 2048)
-                raise ProviderProtocolError(
-                    f"{name} answered with an HTML page instead of a stream "
-                    f"({_page_text(page)!r}); check the base URL and any proxy in between",
-                    provider=name,
-                )
-            next_chunk = chunks.__anext__
-            while True:
-                if total is None:
-                    try:
-                        data = await next_chunk()
-                    except StopAsyncIteration:
-                        return
-                    except Exception:
-                        with map_exceptions(name, streaming=True):
-                            raise  # mapped here: no context manager per read on the way
-                else:
-                    with (
-                        anyio.CancelScope(deadline=deadline) as scope,
-                        map_exceptions(name, streaming=True),
-                    ):
-                        try:
-                            data = await next_chunk()
-                        except StopAsyncIteration:
-                            return
-                    if scope.cancelled_caught:
-                        raise _total_timeout(name, total)
-                yield data  # never inside a cancel scope
-        finally:
-            with anyio.CancelScope(shield=True):
-                await response.aclose()
-                await _finish(chunks)
+            raise _total_timeout(label, total)
+        return Response(
+            response, http_request, label=label, origin=where, total=total, deadline=deadline
+        )
 
     @property
     def http_transport(self) -> httpx.AsyncBaseTransport | None:
@@ -333,9 +529,16 @@ class Transport:
         return self._http_transport
 
 
-def _page_text(page: bytes) -> str:
-    text = re.sub(r"<[^>]+>", " ", page.decode("utf-8", "replace"))
-    return " ".join(text.split())[:120]
+async def _send(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
+    """``client.send``, once more when a reused connection turned out closed (nothing arrived)."""
+    reuse = _Reuse(request)
+    try:
+        return await client.send(request, stream=True)
+    except _STALE:
+        if not reuse.reused:
+            raise
+    request.extensions.pop("trace", None)
+    return await client.send(request, stream=True)
 
 
 def _loop_token() -> Any:
@@ -343,10 +546,6 @@ def _loop_token() -> Any:
     from anyio.lowlevel import current_token  # here, so that `import mmstream` stays light
 
     return current_token().native_token
-
-
-def _call_timeouts(value: object) -> Timeouts:
-    return Timeouts.from_value(value)
 
 
 #: request headers that carry credentials; their values never reach an error.
@@ -364,14 +563,6 @@ def _redact(body: bytes, headers: httpx.Headers) -> bytes:
             if len(secret) >= 8:
                 body = body.replace(secret.encode("utf-8", "replace"), b"***")
     return body
-
-
-def _parse_error(provider: Provider, response: httpx.Response, body: bytes) -> MMStreamError:
-    """The provider's typed error; a parse_error that fails falls back to the common shapes."""
-    try:
-        return provider.parse_error(response.status_code, response.headers, body)
-    except Exception:
-        return default_parse_error(provider.name, response.status_code, response.headers, body)
 
 
 def _dumps(body: Any) -> bytes:
@@ -434,17 +625,6 @@ def _set_aside(value: Any, spliced: list[bytes]) -> Any:
         changed = any(new is not old for new, old in zip(items, value, strict=True))
         return items if changed else value
     return value
-
-
-async def _read_bounded(chunks: AsyncIterator[bytes], limit: int) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    async for data in chunks:
-        parts.append(data)
-        size += len(data)
-        if size >= limit:
-            break
-    return b"".join(parts)[:limit]
 
 
 async def _finish(body: AsyncIterator[bytes]) -> None:

@@ -17,6 +17,7 @@ client is closed.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -343,3 +344,94 @@ async def test_a_content_filter_refusal_is_neither_retried_nor_fallen_back_from(
     assert isinstance(run.error, mm.ContentFilterError)
     assert [r.api for r in server.requests] == [family.replace("openai-compatible", "openai")]
     assert retrying.sleeps == []
+
+
+# --- a 200 answer that is not a stream --------------------------------------------------------
+
+
+async def test_a_whole_json_answer_to_a_streaming_request_is_one_chunk(
+    name: str, server: TestServer
+) -> None:
+    """A gateway that ignored ``stream: true`` (or ``alt=sse``): the whole answer, once."""
+    server.inject(Fault.not_streamed())
+    async with client(provider_for(name, server.base_url), (), server) as llm:
+        chunks: list[mm.ChatResponse] = []
+        async with llm.astream_chat([PROMPT]) as stream:
+            async for chunk in stream:
+                chunks.append(chunk)
+    assert server.requests[0].stream is False  # the server answered with plain JSON
+    assert [c.delta for c in chunks] == [EXPECTED]
+    final = chunks[-1]
+    assert final.text == EXPECTED
+    assert final.finish_reason == "stop"
+    assert final.usage is not None
+    assert final.usage.input_tokens == len(PROMPT.split())
+    assert final.usage.output_tokens is not None
+
+
+async def test_a_json_error_with_status_200_is_the_typed_error(
+    name: str, server: TestServer
+) -> None:
+    from mmstream.testing._formats import error_body
+
+    api = "openai" if name == "openai-compatible" else name
+    status = 429 if name != "ollama" else 503
+    body = json.dumps(error_body(api, status, "the gateway says slow down")).encode()  # type: ignore[arg-type]
+    server.inject(Fault.wrong_content_type("application/json", body=body))
+    async with client(provider_for(name, server.base_url), (), server) as llm:
+        run = await call(llm)
+    expected = mm.RateLimitError if name != "ollama" else mm.ServerError
+    assert isinstance(run.error, expected), run.error
+    assert run.error.message == "the gateway says slow down"
+    assert run.error.provider == name
+    assert run.seen == ""
+
+
+# --- a line over the cap ----------------------------------------------------------------------
+
+
+async def test_a_line_over_the_cap_is_a_protocol_error_with_the_partial_text(
+    name: str, server: TestServer
+) -> None:
+    server.inject(Fault.huge_event(size=300_000, after_chunks=2))
+    async with client(provider_for(name, server.base_url), (), server) as llm:
+        run = Run()
+        with pytest.raises(mm.ProviderProtocolError) as info:
+            async with llm.astream_chat([PROMPT], max_line_bytes=100_000) as stream:
+                async for chunk in stream:
+                    run.deltas.append(chunk.delta or "")
+    assert "100,000 bytes" in str(info.value)
+    assert run.seen == "You said: "  # the two events before the long line
+    assert info.value.partial is not None and info.value.partial.text == run.seen
+    assert info.value.provider == name
+
+
+# --- a stale keep-alive connection ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", [Fault.hang_up(), Fault.reset()], ids=["fin", "rst"])
+async def test_a_reused_connection_the_server_closed_is_retried_once_transparently(
+    name: str, server: TestServer, fault: Fault
+) -> None:
+    async with client(provider_for(name, server.base_url), (), server) as llm:
+        first = await call(llm)
+        assert first.error is None and server.connections_opened == 1
+        server.inject(fault)  # the kept-alive connection is closed as the next request arrives
+        second = await call(llm)
+    assert second.error is None, second.error
+    assert second.seen == EXPECTED
+    assert [r.faults for r in server.requests] == [(), (fault,), ()]
+    # the request went out on the reused connection, then once more on a new one
+    assert [r.connection_id for r in server.requests] == [1, 1, 2]
+    assert server.connections_opened == 2
+
+
+async def test_a_fresh_connection_closed_without_an_answer_is_not_retried(
+    name: str, server: TestServer
+) -> None:
+    server.inject(Fault.hang_up())
+    async with client(provider_for(name, server.base_url), (), server) as llm:
+        run = await call(llm)
+    assert isinstance(run.error, mm.APIConnectionError)
+    assert server.base_url in str(run.error)  # where it was sent, never a key
+    assert len(server.requests) == 1

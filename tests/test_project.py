@@ -16,7 +16,17 @@ ROOT = Path(__file__).parent.parent
 PACKAGE = ROOT / "mmstream"
 
 #: modules that must stay sans-I/O: no httpx, no anyio, no await (STYLE.md).
-PURE = ("content", "responses", "request", "sse", "errors", "metadata", "_secret")
+PURE = (
+    "content",
+    "responses",
+    "request",
+    "sse",
+    "errors",
+    "metadata",
+    "_secret",
+    "images",
+    "protocols",
+)
 #: the pure modules of the media package (its I/O is in prepare.py and download.py).
 PURE_MEDIA = ("__init__", "policy", "sniff", "netguard", "cache", "fit")
 
@@ -40,6 +50,7 @@ def test_all_is_sorted_and_complete() -> None:
         "testing",
         "batch",
         "web",
+        "protocols",
     }
 
 

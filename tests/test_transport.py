@@ -6,13 +6,18 @@ pooling tests count real TCP connections on the loopback test server.
 
 from __future__ import annotations
 
+import functools
+import gc
+import inspect
 import json
 import socket
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import anyio
+import anyio.abc
 import httpx
 import pytest
 
@@ -317,6 +322,9 @@ async def test_a_failing_parse_error_falls_back_to_the_common_shapes() -> None:
         image_policy = inner.image_policy
         metadata = inner.metadata
 
+        def check(self) -> None:
+            self.inner.check()
+
         def build_request(self, request: mm.ChatRequest) -> mm.HTTPRequest:
             return self.inner.build_request(request)
 
@@ -517,3 +525,155 @@ def test_sync_stream_close_closes_the_response() -> None:
         assert body.closed
     finally:
         llm.close()
+
+
+# --- errors say where the request went ------------------------------------------------------
+
+
+async def test_connection_errors_name_the_origin_tried_and_never_the_key() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for provider in (
+        mm.providers.Ollama(model="m", base_url=f"127.0.0.1:{port}", api_key="ollama-key-123"),
+        mm.providers.Gemini(model="m", base_url=f"http://127.0.0.1:{port}", api_key="AIza-99999"),
+    ):
+        async with mm.MultiModalLLM(provider) as llm:
+            with pytest.raises(APIConnectionError) as info:
+                await llm.acomplete("x")
+        message = str(info.value)
+        assert f"could not connect to http://127.0.0.1:{port}" in message
+        assert "key-123" not in message and "99999" not in message
+
+
+def test_the_origin_of_a_url_holds_no_user_path_or_query() -> None:
+    assert transport_module._origin("https://user:pw@api.test/v1?key=s") == "https://api.test:443"
+    assert transport_module._origin("http://[::1]:8080/x") == "http://[::1]:8080"
+    assert transport_module._origin("http://localhost:11434") == "http://localhost:11434"
+
+
+# --- the configuration is checked before any work -------------------------------------------
+
+
+async def test_a_missing_key_is_reported_before_any_image_is_read_or_fetched(
+    mmstream_server: TestServer,
+) -> None:
+    provider = OpenAI(model="gpt-4o-mini", base_url=mmstream_server.url("/v1"))  # no key
+    images = [
+        mm.ImageBlock(path="/nonexistent/photo.jpg"),  # reading it would fail differently
+        mm.ImageBlock(url=mmstream_server.url("/images/cat.png")),  # fetching it would show
+    ]
+    message = mm.ChatMessage("user", blocks=[*images, mm.TextBlock("what is this?")])
+    async with mm.MultiModalLLM(provider) as llm:
+        with pytest.raises(mm.ConfigurationError, match="OPENAI_API_KEY"):
+            await llm.achat([message])
+    assert mmstream_server.requests == []  # no image was fetched, no request sent
+
+
+@pytest.mark.parametrize("sync_backend", ["asyncio", "trio"])
+def test_a_missing_key_fails_fast_in_the_blocking_api(sync_backend: str) -> None:
+    provider = mm.providers.Anthropic(model="claude-sonnet-4-5")
+    llm = mm.MultiModalLLM(provider, sync_backend=sync_backend)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(mm.ConfigurationError, match=r"Anthropic\.from_env"):
+            llm.complete("x", [mm.ImageDocument(image_path="/nonexistent/big.jpg")])
+    finally:
+        llm.close()
+
+
+# --- mounts: the offline server on any transport ----------------------------------------------
+
+
+async def test_the_offline_provider_answers_through_a_transport_the_caller_made() -> None:
+    transport = Transport(timeout=5)
+    assert transport.mounts == {}
+    async with mm.MultiModalLLM("offline:default", transport=transport) as llm:
+        assert set(transport.mounts) == {"offline://"}  # the facade mounted its server
+        answer = await llm.acomplete("hello")
+    assert answer.text.startswith("Offline answer")
+    other = mm.MultiModalLLM("offline:default", transport=transport)  # mounting again is a no-op
+    assert (await other.acomplete("again")).text.startswith("Offline answer")
+    await other.aclose()
+
+
+async def test_a_new_mount_after_the_first_request_is_refused(
+    mmstream_server: TestServer,
+) -> None:
+    transport = Transport()
+    provider = OpenAI(model="gpt-4o-mini", api_key="k", base_url=mmstream_server.url("/v1"))
+    async with mm.MultiModalLLM(provider, transport=transport) as llm:
+        await llm.acomplete("x")
+        with pytest.raises(mm.ConfigurationError, match="before the transport sends"):
+            transport.mount("custom://", httpx.MockTransport(lambda request: httpx.Response(200)))
+
+
+# --- the request body leaves nothing to the garbage collector ---------------------------------
+
+
+async def test_the_request_body_is_iterated_without_an_async_generator() -> None:
+    sent: list[Any] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.stream)
+        return httpx.Response(200, content=text_chunk("ok") + b"".join(end_frames()))
+
+    async with llm_for(handler) as llm:
+        assert (await llm.acomplete("x")).text == "ok"
+    iterator = sent[0].__aiter__()
+    assert not inspect.isasyncgen(iterator)  # nothing a cancelled send could leave suspended
+    body = b"".join([part async for part in iterator])
+    assert json.loads(body)["messages"][0]["content"] == "x"
+
+
+async def test_mass_cancellation_while_sending_leaves_no_unfinished_generator() -> None:
+    """Calls cancelled while their large bodies are being written: nothing left for the GC.
+
+    The peer accepts connections and never reads, so every write blocks until the
+    cancellation. httpx's own request body is an async generator that trio reports
+    when it is collected unexhausted.
+    """
+    accepted: list[anyio.abc.SocketStream] = []
+
+    async def hold(stream: anyio.abc.SocketStream) -> None:
+        accepted.append(stream)
+        await anyio.sleep_forever()
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)  # type: ignore[attr-defined]
+    provider = OpenAI(model="gpt-4o-mini", api_key="k", base_url=f"http://127.0.0.1:{port}/v1")
+    padding = "p" * (4 << 20)  # 4 MiB: more than the socket buffers take
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with anyio.create_task_group() as group:
+            group.start_soon(listener.serve, hold)
+            async with mm.MultiModalLLM(provider) as llm:
+                with anyio.move_on_after(0.5):
+                    async with anyio.create_task_group() as calls:
+                        for _ in range(20):
+                            calls.start_soon(functools.partial(llm.acomplete, "x", padding=padding))
+            group.cancel_scope.cancel()
+        await listener.aclose()
+        for stream in accepted:
+            await stream.aclose()
+        del llm
+        gc.collect()
+    assert accepted  # the requests did go out
+    leftovers = [w for w in caught if "garbage collected" in str(w.message)]
+    assert leftovers == []
+
+
+def test_the_cli_fails_fast_on_a_missing_key_too(tmp_path: Any) -> None:
+    """``mmstream complete`` with an image and no key: the key is reported, not the image."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "mmstream.cli", "complete", "--model", "anthropic:claude-x",
+         "--image", str(tmp_path / "missing.jpg"), "hi"],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "ANTHROPIC_API_KEY" in result.stderr and "Anthropic.from_env" in result.stderr
+    assert "missing.jpg" not in result.stderr

@@ -25,8 +25,8 @@ from mmstream.middleware._support import aclose_quietly, call_handler
 
 if TYPE_CHECKING:
     from mmstream.middleware.chain import CallNext
-    from mmstream.providers.base import Provider
-    from mmstream.request import ChatRequest
+    from mmstream.protocols import Provider
+    from mmstream.request import ChatRequest, ProviderRef
     from mmstream.responses import ChatResponse
 
 __all__ = ["Fallback", "falls_back"]
@@ -98,13 +98,13 @@ class Fallback:
         self, request: ChatRequest, call_next: CallNext
     ) -> AsyncIterator[ChatResponse]:
         """Try each provider until one yields a chunk, then pass its stream on."""
-        candidates: list[Provider] = [request.provider]
+        candidates: list[ProviderRef] = [request.provider]
         for provider in self.providers:
             if provider not in candidates:
                 candidates.append(provider)
         current = request
-        for index, provider in enumerate(candidates):
-            current = request if index == 0 else attrs.evolve(request, provider=provider)
+        for index, candidate in enumerate(candidates):
+            current = request if index == 0 else attrs.evolve(request, provider=candidate)
             iterator = call_next(current)
             try:
                 first = await iterator.__anext__()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, cast, final
 from urllib.parse import urlsplit
 
 from attrs import field, frozen
@@ -29,6 +29,7 @@ from mmstream.middleware._observe import Observation, Observer, observe
 
 if TYPE_CHECKING:
     from mmstream.middleware.chain import CallNext
+    from mmstream.protocols import Provider
     from mmstream.request import ChatRequest
     from mmstream.responses import ChatResponse
 
@@ -258,27 +259,26 @@ def _common_attributes(request: ChatRequest) -> dict[str, Any]:
         "gen_ai.provider.name": PROVIDER_NAMES.get(request.provider_name, request.provider_name),
         "gen_ai.request.model": request.model,
     }
-    address = _server(request.provider)
+    address = _server(cast("Provider", request.provider).api_base)
     if address is not None:
         attributes["server.address"], attributes["server.port"] = address
     return attributes
 
 
-def _server(provider: Any) -> tuple[str, int] | None:
-    for name in ("base_url", "endpoint"):
-        url = getattr(provider, name, None)
-        if isinstance(url, str) and url:
-            try:
-                parts = urlsplit(url)
-                port = parts.port
-            except ValueError:
-                return None
-            if not parts.hostname:
-                return None
-            if port is None:
-                port = 443 if parts.scheme == "https" else 80
-            return parts.hostname, port
-    return None
+def _server(url: str) -> tuple[str, int] | None:
+    """(host, port) of a provider's ``api_base``, or ``None`` when it has no network address."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname or parts.scheme not in ("http", "https"):
+        return None
+    if port is None:
+        port = 443 if parts.scheme == "https" else 80
+    return parts.hostname, port
 
 
 def _request_attributes(request: ChatRequest) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import anyio
 import attrs
 from attrs import field, frozen
 
-from mmstream.errors import MMStreamError
+from mmstream.errors import APIError, MMStreamError
 from mmstream.middleware._support import aclose_quietly, call_handler
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ class Retry:
         """Seconds to wait after ``attempts`` failed attempts, or ``None`` to give up."""
         if not error.retryable or attempts >= self.max_attempts:
             return None
-        retry_after = getattr(error, "retry_after", None)
+        retry_after = error.retry_after if isinstance(error, APIError) else None
         if self.respect_retry_after and retry_after is not None:
             delay = max(0.0, float(retry_after))
         else:

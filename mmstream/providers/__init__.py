@@ -2,16 +2,20 @@
 
 ``Offline``, ``OpenAI``, ``AzureOpenAI``, ``OpenAICompatible``, ``Anthropic``,
 ``Gemini`` and ``Ollama`` are imported on first use, so ``import mmstream``
-stays cheap. :func:`from_string` turns ``"name:model"`` into a provider.
+stays cheap. [`from_string`][mmstream.providers.from_string] turns
+``"name:model"`` into a provider configured from the environment (its
+``from_env``); constructing a provider class directly reads nothing.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from mmstream.errors import ConfigurationError
-from mmstream.providers.base import Provider, StreamDecoder
+from mmstream.protocols import Provider, StreamDecoder
+from mmstream.providers.base import BaseProvider
 
 if TYPE_CHECKING:
     from mmstream.providers.anthropic import Anthropic
@@ -32,6 +36,7 @@ __all__ = [
     "Provider",
     "StreamDecoder",
     "from_string",
+    "provider_class",
     "register",
     "registered_names",
 ]
@@ -50,12 +55,15 @@ _CLASSES = {entry[1]: entry for entry in _REGISTRY.values() if isinstance(entry,
 
 
 def registered_names() -> list[str]:
-    """The provider names :func:`from_string` accepts."""
+    """The provider names [`from_string`][mmstream.providers.from_string] accepts."""
     return sorted(_REGISTRY)
 
 
-def register(name: str, provider_class: type) -> None:
-    """Make ``"name:model"`` strings build ``provider_class(model=model, **fields)``.
+def register(name: str, cls: type) -> None:
+    """Make ``"name:model"`` strings build ``cls.from_env(model=model, **fields)``.
+
+    A class without ``from_env`` (not on the shared shell) is called as
+    ``cls(model=model, **fields)``.
 
     Example:
         ``register("acme", AcmeProvider)`` and then ``MultiModalLLM("acme:vision-1")``.
@@ -66,7 +74,7 @@ def register(name: str, provider_class: type) -> None:
             f"a provider name must be non-empty without ':', not {name!r}",
             hint="Register it under a short name such as 'acme'; strings then read 'acme:MODEL'.",
         )
-    _REGISTRY[key] = provider_class
+    _REGISTRY[key] = cls
 
 
 def _load(module: str, cls: str) -> Any:
@@ -77,8 +85,30 @@ def _resolve(entry: tuple[str, str] | type) -> Any:
     return _load(*entry) if isinstance(entry, tuple) else entry
 
 
-def from_string(spec: str, **fields: Any) -> Provider:
+def provider_class(name: str) -> Any:
+    """The provider class registered as ``name`` (``"openai"``, ``"azure"``, ...).
+
+    Raises:
+        ConfigurationError: no provider has that name.
+    """
+    key = name.strip().lower()
+    if key not in _REGISTRY:
+        raise ConfigurationError(
+            f"unknown provider {key!r}; use one of {registered_names()} as 'name:model'"
+        )
+    return _resolve(_REGISTRY[key])
+
+
+def from_string(spec: str, *, environ: Mapping[str, str] | None = None, **fields: Any) -> Provider:
     """The provider for ``"name:model"`` (``"openai:gpt-4o-mini"``, ``"offline:default"``).
+
+    The provider is configured from the environment (``from_env``: keys, base
+    URLs), with ``fields`` on top.
+
+    Args:
+        spec: ``"name:model"``; ``"offline"`` alone means ``"offline:default"``.
+        environ: the variables to read (``os.environ`` by default).
+        **fields: provider fields, which win over the environment.
 
     Raises:
         ConfigurationError: the name is unknown or the model is missing.
@@ -98,7 +128,10 @@ def from_string(spec: str, **fields: Any) -> Provider:
                 hint=f"Write it as '{name}:MODEL'; the provider's page lists model names.",
             )
         model = "default"
-    provider: Provider = _resolve(_REGISTRY[name])(model=model.strip(), **fields)
+    cls = provider_class(name)
+    if isinstance(cls, type) and issubclass(cls, BaseProvider):
+        return cls.from_env(environ, model=model.strip(), **fields)  # type: ignore[return-value]
+    provider: Provider = cls(model=model.strip(), **fields)
     return provider
 
 

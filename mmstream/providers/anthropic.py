@@ -14,21 +14,18 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, final
 
-from attrs import Factory, field, frozen
+from attrs import field, frozen
 
-from mmstream._secret import Secret, to_secret
 from mmstream.content import ChatMessage, ImageBlock, MessageRole, TextBlock
 from mmstream.errors import (
     APIError,
     AuthenticationError,
     BadRequestError,
     InvalidImageError,
-    InvalidRequestError,
     NotFoundError,
     OverloadedError,
     PermissionDeniedError,
@@ -36,25 +33,29 @@ from mmstream.errors import (
     RateLimitError,
     RequestTooLargeError,
     ServerError,
-    error_class_for_status,
 )
 from mmstream.media.policy import COMMON_TYPES, MB, ImagePolicy
 from mmstream.media.sniff import encoded_form
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.providers.base import (
-    MMSTREAM_OPTIONS,
-    OptionFields,
+    APIProvider,
     ResponseBuilder,
-    env_value,
+    SSEJSONDecoder,
+    chat_metadata,
+    conversation,
+    count,
+    default_parse_error,
     error_message_from_body,
-    load_json,
+    longest_prefix,
+    max_line,
     parse_retry_after,
+    passed_through,
     request_id_from_headers,
-    require_key,
+    sampling,
 )
 from mmstream.request import ChatRequest, HTTPRequest
 from mmstream.responses import ChatResponse, Usage
-from mmstream.sse import SSEDecoder, SSEEvent
+from mmstream.sse import DEFAULT_MAX_LINE
 
 __all__ = [
     "ANTHROPIC_POLICY",
@@ -114,23 +115,12 @@ _DEFAULT_LIMITS = (200_000, 8_192)
 
 
 def _limits(model: str) -> tuple[int, int]:
-    best: tuple[str, int, int] | None = None
-    for entry in _MODELS:
-        if model.startswith(entry[0]) and (best is None or len(entry[0]) > len(best[0])):
-            best = entry
+    best = longest_prefix(_MODELS, model)
     return _DEFAULT_LIMITS if best is None else (best[1], best[2])
 
 
-def _default_key() -> Secret | None:
-    return to_secret(env_value(os.environ, "ANTHROPIC_API_KEY"))
-
-
-def _default_base_url() -> str:
-    return env_value(os.environ, "ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL
-
-
-def _strip_slash(value: str) -> str:
-    return value.rstrip("/")
+#: portable options and their names in the Messages API (``max_tokens`` is always sent).
+_SAMPLING = {"temperature": "temperature", "top_p": "top_p", "stop": "stop_sequences"}
 
 
 def _to_betas(value: str | Sequence[str]) -> tuple[str, ...]:
@@ -139,13 +129,15 @@ def _to_betas(value: str | Sequence[str]) -> tuple[str, ...]:
 
 @final
 @frozen(kw_only=True)
-class Anthropic(OptionFields):
+class Anthropic(APIProvider):
     """Claude through Anthropic's Messages API (``"anthropic:MODEL"``).
 
     Args:
         model: the model id or alias (``"claude-sonnet-4-5"``, ``"claude-haiku-4-5"``, ...).
-        api_key: the key; read from ``ANTHROPIC_API_KEY`` when not given.
-        base_url: the API root; ``ANTHROPIC_BASE_URL`` or ``https://api.anthropic.com``.
+        api_key: the key (``ANTHROPIC_API_KEY``, read by
+            [`from_env`][mmstream.providers.base.BaseProvider.from_env] and
+            ``"anthropic:MODEL"``).
+        base_url: the API root, ``https://api.anthropic.com`` (``ANTHROPIC_BASE_URL``).
         betas: beta features to turn on (sent as the ``anthropic-beta`` header).
         **options: default call options (``temperature``, ``max_tokens``, ``top_p``,
             ``stop``, ``timeout``, ``extra``); ``extra`` keys (``top_k``, ``tools``,
@@ -156,24 +148,19 @@ class Anthropic(OptionFields):
     """
 
     name: ClassVar[str] = "anthropic"
+    environment: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "api_key": ("ANTHROPIC_API_KEY",),
+        "base_url": ("ANTHROPIC_BASE_URL",),
+    }
 
-    model: str
-    api_key: Secret | None = field(default=Factory(_default_key), converter=to_secret, repr=False)
-    base_url: str = field(default=Factory(_default_base_url), converter=_strip_slash)
+    DEFAULT_BASE_URL: ClassVar[str] = DEFAULT_BASE_URL
+
     betas: tuple[str, ...] = field(default=(), converter=_to_betas)
 
     @property
     def metadata(self) -> MultiModalLLMMetadata:
         """The model's context window and output limit (by model-name prefix)."""
-        context, output = _limits(self.model)
-        return MultiModalLLMMetadata(
-            context_window=context,
-            num_output=output,
-            num_input_files=ANTHROPIC_POLICY.max_images or 100,
-            is_function_calling_model=True,
-            model_name=self.model,
-            is_chat_model=True,
-        )
+        return chat_metadata(self.model, *_limits(self.model), ANTHROPIC_POLICY.max_images or 100)
 
     @property
     def image_policy(self) -> ImagePolicy:
@@ -184,27 +171,15 @@ class Anthropic(OptionFields):
         """The streaming ``POST /v1/messages`` request for a call.
 
         Raises:
-            ConfigurationError: no API key.
-            InvalidRequestError: an image in a system message, or an image not loaded.
+            ConfigurationError: no API key (``ANTHROPIC_API_KEY``).
+            InvalidRequestError: an image in a system message (Anthropic takes only
+                text there), or an image not loaded.
         """
-        require_key(self.name, self.api_key, "ANTHROPIC_API_KEY")
-        assert self.api_key is not None
+        key = self.key()
         options = request.options
-        system: list[str] = []
-        messages: list[dict[str, Any]] = []
-        image_index = 0
-        for message in request.messages:
-            if message.role in (MessageRole.SYSTEM, MessageRole.DEVELOPER):
-                if message.images:
-                    raise InvalidRequestError(
-                        "Anthropic takes only text in system messages; move the images "
-                        "into a user message",
-                        provider=self.name,
-                    )
-                system.append(message.content or "")
-                continue
-            entry, image_index = _message(message, image_index)
-            messages.append(entry)
+        system, messages = conversation(
+            request, _message, system_in="system messages", provider="Anthropic"
+        )
         limit = _limits(self.model)[1]
         body: dict[str, Any] = {
             "model": self.model,
@@ -214,17 +189,10 @@ class Anthropic(OptionFields):
         }
         if system:
             body["system"] = "\n\n".join(system)
-        if options.temperature is not None:
-            body["temperature"] = options.temperature
-        if options.top_p is not None:
-            body["top_p"] = options.top_p
-        if options.stop:
-            body["stop_sequences"] = list(options.stop)
-        for key, value in options.extra.items():
-            if key not in MMSTREAM_OPTIONS:
-                body[key] = value
+        body.update(sampling(options, _SAMPLING))
+        body.update(passed_through(options))
         headers = {
-            "x-api-key": self.api_key.get_secret_value(),
+            "x-api-key": key,
             "anthropic-version": API_VERSION,
             "content-type": "application/json",
             "accept": "text/event-stream",
@@ -239,26 +207,26 @@ class Anthropic(OptionFields):
             timeout=options.timeout,
         )
 
-    def new_decoder(self, request: ChatRequest) -> AnthropicDecoder:
+    def new_decoder(self, request: ChatRequest | None = None) -> AnthropicDecoder:
         """A decoder for one call's event stream."""
-        return AnthropicDecoder(self.model)
+        return AnthropicDecoder(self.model, max_line=max_line(request))
 
     def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> APIError:
         """The typed error for an HTTP error response.
 
         ``{"type": "error", "error": {"type", "message"}, "request_id"}``
         (https://docs.anthropic.com/en/api/errors). 529 and ``overloaded_error`` are
-        :class:`~mmstream.errors.OverloadedError`; a 429 caused by a spend limit
+        [`OverloadedError`][mmstream.errors.OverloadedError]; a 429 caused by a spend limit
         (``error.details.error_code == "enforced_spend_limit_reached"``) and a 402
-        ``billing_error`` are :class:`~mmstream.errors.QuotaExceededError`, which
+        ``billing_error`` are [`QuotaExceededError`][mmstream.errors.QuotaExceededError], which
         is not retried.
         """
-        message, type_, code, data = error_message_from_body(body)
+        _, type_, code, data = error_message_from_body(body)
         error = data.get("error") if isinstance(data, dict) else None
         details = error.get("details") if isinstance(error, dict) else None
         if isinstance(details, dict) and details.get("error_code"):
             code = str(details["error_code"])
-        cls = error_class_for_status(status)
+        cls: type[APIError] | None = None
         if type_ == "overloaded_error":
             cls = OverloadedError
         elif type_ == "billing_error" or code in _SPEND_LIMIT_CODES:
@@ -266,15 +234,15 @@ class Anthropic(OptionFields):
         request_id = request_id_from_headers(headers)
         if request_id is None and isinstance(data, dict) and data.get("request_id"):
             request_id = str(data["request_id"])
-        return cls(
-            message,
-            status=status,
-            provider=self.name,
-            type=type_,
+        return default_parse_error(
+            self.name,
+            status,
+            headers,
+            body,
+            cls=cls,
             code=code,
             request_id=request_id,
             retry_after=retry_after_from_headers(headers),
-            body=body[:4096].decode("utf-8", "replace"),
         )
 
 
@@ -422,7 +390,7 @@ _ERROR_EVENT_CLASSES: Mapping[str, type[APIError]] = {
 
 
 @final
-class AnthropicDecoder:
+class AnthropicDecoder(SSEJSONDecoder):
     """Anthropic's event stream into chunks: text deltas, tool calls, usage, stop reason.
 
     Usage: ``message_start`` gives the input and cache counts (its ``output_tokens``
@@ -430,64 +398,47 @@ class AnthropicDecoder:
     (replaced, never added), and may update the input and cache counts too.
     ``input_tokens`` of the result is the whole prompt (uncached + cache read +
     cache written, as OpenAI and Gemini count it); the cache parts are also given apart.
+    A whole Message object (a non-streamed answer) decodes as one chunk.
     """
 
-    __slots__ = (
-        "_builder",
-        "_cache_creation",
-        "_cache_read",
-        "_events",
-        "_input",
-        "_output",
-        "_tool_blocks",
-    )
+    __slots__ = ("_cache_creation", "_cache_read", "_input", "_output", "_tool_blocks")
 
-    def __init__(self, model: str | None = None) -> None:
-        self._events = SSEDecoder()
-        self._builder = ResponseBuilder("anthropic", model)
+    end = "its message_stop event"
+
+    def __init__(self, model: str | None = None, *, max_line: int = DEFAULT_MAX_LINE) -> None:
+        super().__init__(ResponseBuilder("anthropic", model), max_line=max_line)
         self._tool_blocks: set[int] = set()
         self._input: int | None = None
         self._cache_read: int | None = None
         self._cache_creation: int | None = None
         self._output: int | None = None
 
-    def feed(self, data: bytes) -> list[ChatResponse]:
-        """Decode more of the body."""
-        return self._decode(self._events.feed(data))
+    def event(self, payload: dict[str, Any], name: str, out: list[ChatResponse]) -> None:
+        """One event: a text or tool-call delta, a block start, the message's start or end."""
+        kind = payload.get("type") or name
+        if kind == "content_block_delta":
+            self._delta(payload, out)
+        elif kind == "content_block_start":
+            self._block_start(payload, out)
+        elif kind == "message_start":
+            self._message_start(payload)
+        elif kind == "message_delta":
+            self._message_delta(payload)
+        elif kind == "message_stop":
+            out.append(self._builder.finish(payload))
+        elif kind == "error":
+            raise self._error(payload)
+        # ping, content_block_stop and event types added later: nothing to do.
 
-    def flush(self) -> list[ChatResponse]:
-        """End of body; a body without ``message_stop`` is incomplete."""
-        chunks = self._decode(self._events.flush())
-        if not self._builder.done:
-            raise self._builder.incomplete("its message_stop event")
-        return chunks
-
-    def _decode(self, events: list[SSEEvent]) -> list[ChatResponse]:
-        builder = self._builder
-        out: list[ChatResponse] = []
-        for event in events:
-            if builder.done:
-                break
-            if not event.data.strip():
-                continue
-            payload = load_json(event.data, builder)
-            if not isinstance(payload, dict):
-                raise builder.protocol_error(f"expected an object, got {event.data[:80]!r}")
-            kind = payload.get("type") or event.event
-            if kind == "content_block_delta":
-                self._delta(payload, out)
-            elif kind == "content_block_start":
-                self._block_start(payload, out)
-            elif kind == "message_start":
-                self._message_start(payload)
-            elif kind == "message_delta":
-                self._message_delta(payload)
-            elif kind == "message_stop":
-                out.append(builder.finish(payload))
-            elif kind == "error":
-                raise self._error(payload)
-            # ping, content_block_stop and event types added later: nothing to do.
-        return out
+    def _document(self, data: Any) -> None:
+        """A Message object (https://docs.anthropic.com/en/api/messages), or an error object."""
+        message = self._object(data)
+        if message.get("type") == "error":
+            raise self._error(message)
+        self._message_start({"message": message})
+        for index, block in enumerate(message.get("content") or ()):
+            self._block_start({"index": index, "content_block": block}, [])
+        self._message_delta({"delta": message, "usage": message.get("usage")})
 
     def _delta(self, payload: dict[str, Any], out: list[ChatResponse]) -> None:
         delta = payload.get("delta")
@@ -495,15 +446,17 @@ class AnthropicDecoder:
             return
         kind = delta.get("type")
         if kind == "text_delta":
-            text = delta.get("text")
-            if isinstance(text, str) and text:
-                out.append(self._builder.text(text, payload))
+            self._text(delta.get("text"), payload, out)
         elif kind == "input_json_delta":
             index = payload.get("index")
             fragment = delta.get("partial_json")
             if isinstance(index, int) and index in self._tool_blocks and isinstance(fragment, str):
                 self._builder.tool_call_delta(index, arguments=fragment)
         # thinking_delta, signature_delta, citations_delta, ...: not answer text.
+
+    def _text(self, text: Any, payload: dict[str, Any], out: list[ChatResponse]) -> None:
+        if isinstance(text, str) and text:
+            out.append(self._builder.text(text, payload))
 
     def _block_start(self, payload: dict[str, Any], out: list[ChatResponse]) -> None:
         block = payload.get("content_block")
@@ -512,9 +465,7 @@ class AnthropicDecoder:
             return
         kind = block.get("type")
         if kind == "text":
-            text = block.get("text")
-            if isinstance(text, str) and text:
-                out.append(self._builder.text(text, payload))
+            self._text(block.get("text"), payload, out)
         elif kind == "tool_use":
             self._tool_blocks.add(index)
             start_input = block.get("input")
@@ -547,17 +498,17 @@ class AnthropicDecoder:
             self._update_usage(usage, with_output=True)
 
     def _update_usage(self, usage: dict[str, Any], *, with_output: bool) -> None:
-        value = _count(usage.get("input_tokens"))
+        value = count(usage.get("input_tokens"))
         if value is not None:
             self._input = value
-        value = _count(usage.get("cache_read_input_tokens"))
+        value = count(usage.get("cache_read_input_tokens"))
         if value is not None:
             self._cache_read = value
-        value = _count(usage.get("cache_creation_input_tokens"))
+        value = count(usage.get("cache_creation_input_tokens"))
         if value is not None:
             self._cache_creation = value
         if with_output:
-            value = _count(usage.get("output_tokens"))
+            value = count(usage.get("output_tokens"))
             if value is not None:
                 self._output = value  # cumulative: replace, never add
         total_input = None
@@ -586,7 +537,3 @@ class AnthropicDecoder:
             body=json.dumps(payload)[:4096],
             partial=self._builder.snapshot(payload),
         )
-
-
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -19,25 +19,21 @@ refused). The request id is the ``apim-request-id`` header.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from typing import Any, ClassVar, final
+from typing import ClassVar, final
 from urllib.parse import quote
 
-from attrs import Factory, field, frozen
+from attrs import field, frozen
 
 from mmstream._secret import Secret, to_secret
 from mmstream.errors import APIError, ConfigurationError
 from mmstream.media.policy import COMMON_TYPES, MB, ImagePolicy
 from mmstream.metadata import MultiModalLLMMetadata
-from mmstream.providers.base import OptionFields, env_value
-from mmstream.providers.openai import (
-    OpenAIChatDecoder,
-    chat_body,
-    openai_metadata,
-    parse_openai_error,
-)
+from mmstream.providers.base import BaseProvider, max_line, to_headers
+from mmstream.providers.chat_completions import OpenAIChatDecoder, chat_body, parse_openai_error
+from mmstream.providers.openai import openai_metadata
 from mmstream.request import ChatRequest, HTTPRequest
+from mmstream.responses import ChatResponse
 
 __all__ = [
     "AZURE_POLICY",
@@ -69,20 +65,6 @@ _FIRST_MODERN_VERSION = "2024-09-01"
 _V1_VERSIONS = frozenset({"v1", "preview", "latest"})
 
 
-def _env(*names: str) -> Any:
-    return Factory(lambda: env_value(os.environ, *names))
-
-
-def _endpoint() -> str:
-    return env_value(os.environ, "AZURE_OPENAI_ENDPOINT") or ""
-
-
-def _api_version() -> str:
-    return env_value(os.environ, "OPENAI_API_VERSION", "AZURE_OPENAI_API_VERSION") or (
-        DEFAULT_API_VERSION
-    )
-
-
 def _to_endpoint(value: str) -> str:
     """The resource root: a trailing ``/``, ``/openai`` or ``/openai/v1`` is dropped."""
     value = value.strip().rstrip("/")
@@ -92,13 +74,9 @@ def _to_endpoint(value: str) -> str:
     return value
 
 
-def _to_headers(value: Mapping[str, str] | None) -> Mapping[str, str]:
-    return {} if value is None else dict(value)
-
-
 @final
 @frozen(kw_only=True)
-class AzureOpenAI(OptionFields):
+class AzureOpenAI(BaseProvider):
     """A deployment of Azure OpenAI (``"azure:DEPLOYMENT"``).
 
     Args:
@@ -106,34 +84,41 @@ class AzureOpenAI(OptionFields):
             for the v1 API).
         model: the model behind the deployment, for ``metadata`` (limits are looked
             up by it); defaults to the deployment name. Either one is enough.
-        endpoint: ``https://RESOURCE.openai.azure.com``; ``AZURE_OPENAI_ENDPOINT``.
-        api_version: a dated version (``OPENAI_API_VERSION``, else ``2024-10-21``),
-            or ``"v1"`` for the v1 API (``"preview"`` adds ``?api-version=preview``).
-        api_key: sent as ``api-key``; ``AZURE_OPENAI_API_KEY``.
+        endpoint: ``https://RESOURCE.openai.azure.com``, the base URL
+            (``AZURE_OPENAI_ENDPOINT``).
+        api_version: a dated version (``2024-10-21`` by default;
+            ``OPENAI_API_VERSION`` or ``AZURE_OPENAI_API_VERSION``), or ``"v1"`` for
+            the v1 API (``"preview"`` adds ``?api-version=preview``).
+        api_key: sent as ``api-key`` (``AZURE_OPENAI_API_KEY``).
         azure_ad_token: a Microsoft Entra ID token, sent as ``Authorization: Bearer``
-            instead of the key; ``AZURE_OPENAI_AD_TOKEN``.
+            instead of the key (``AZURE_OPENAI_AD_TOKEN``).
         headers: more headers for every request.
         **options: default call options; ``extra`` keys go into the body.
 
-    A missing endpoint or credential is reported when a call is made.
+    The variables are read by
+    [`from_env`][mmstream.providers.base.BaseProvider.from_env] and by
+    ``"azure:DEPLOYMENT"``. A missing endpoint or credential is reported when a
+    call starts.
 
     Example:
         ``AzureOpenAI(deployment="gpt4o-prod", model="gpt-4o", endpoint="https://x.openai.azure.com")``
     """
 
     name: ClassVar[str] = "azure"
+    environment: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "endpoint": ("AZURE_OPENAI_ENDPOINT",),
+        "api_version": ("OPENAI_API_VERSION", "AZURE_OPENAI_API_VERSION"),
+        "api_key": ("AZURE_OPENAI_API_KEY",),
+        "azure_ad_token": ("AZURE_OPENAI_AD_TOKEN",),
+    }
 
     deployment: str = ""
     model: str = ""
-    endpoint: str = field(default=Factory(_endpoint), converter=_to_endpoint)
-    api_version: str = field(default=Factory(_api_version))
-    api_key: Secret | None = field(
-        default=_env("AZURE_OPENAI_API_KEY"), converter=to_secret, repr=False
-    )
-    azure_ad_token: Secret | None = field(
-        default=_env("AZURE_OPENAI_AD_TOKEN"), converter=to_secret, repr=False
-    )
-    headers: Mapping[str, str] = field(factory=dict, converter=_to_headers, repr=False)
+    endpoint: str = field(default="", converter=_to_endpoint)
+    api_version: str = DEFAULT_API_VERSION
+    api_key: Secret | None = field(default=None, converter=to_secret, repr=False)
+    azure_ad_token: Secret | None = field(default=None, converter=to_secret, repr=False)
+    headers: Mapping[str, str] = field(factory=dict, converter=to_headers, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if not self.deployment and not self.model:
@@ -161,6 +146,17 @@ class AzureOpenAI(OptionFields):
         """Azure's documented image limits (``AZURE_POLICY``, defined in this module)."""
         return AZURE_POLICY
 
+    @property
+    def api_base(self) -> str:
+        """The resource's endpoint."""
+        return self.endpoint
+
+    def check(self) -> None:
+        """Raise ConfigurationError without an endpoint, or without a key or token."""
+        self.require("endpoint", self.endpoint, "an endpoint ('https://RESOURCE.openai.azure.com')")
+        if not self.azure_ad_token:
+            self.require("api_key", self.api_key, "a credential (api_key, or azure_ad_token)")
+
     def _url(self) -> str:
         version = self.api_version.strip()
         if self.uses_v1_api:
@@ -181,23 +177,12 @@ class AzureOpenAI(OptionFields):
         Raises:
             ConfigurationError: no endpoint, or neither a key nor a token.
         """
-        if not self.endpoint:
-            raise ConfigurationError(
-                "azure needs an endpoint: pass endpoint='https://RESOURCE.openai.azure.com' "
-                "or set AZURE_OPENAI_ENDPOINT.",
-                provider=self.name,
-            )
+        self.check()
         headers = dict(self.headers)
         if self.azure_ad_token:
             headers["Authorization"] = f"Bearer {self.azure_ad_token.get_secret_value()}"
         elif self.api_key:
             headers["api-key"] = self.api_key.get_secret_value()
-        else:
-            raise ConfigurationError(
-                "azure needs a credential: pass api_key=... (or azure_ad_token=...) or set "
-                "AZURE_OPENAI_API_KEY (or AZURE_OPENAI_AD_TOKEN).",
-                provider=self.name,
-            )
         modern = self._modern()
         return HTTPRequest(
             url=self._url(),
@@ -214,9 +199,13 @@ class AzureOpenAI(OptionFields):
             timeout=request.options.timeout,
         )
 
-    def new_decoder(self, request: ChatRequest) -> OpenAIChatDecoder:
+    def new_decoder(self, request: ChatRequest | None = None) -> OpenAIChatDecoder:
         """OpenAI's strict decoder (empty-``choices`` and filter-only chunks are skipped)."""
-        return OpenAIChatDecoder(self.name, self.model)
+        return OpenAIChatDecoder(self.name, self.model, max_line=max_line(request))
+
+    def decode_json(self, body: bytes) -> ChatResponse:
+        """A ``chat.completion`` JSON body as one chunk (text, tool calls, usage, finish)."""
+        return self.new_decoder().whole(body)
 
     def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> APIError:
         """The typed error; ``code: "content_filter"`` is a ContentFilterError."""

@@ -13,20 +13,17 @@ from __future__ import annotations
 
 import json
 import mimetypes
-import os
 from collections.abc import Mapping
 from typing import Any, ClassVar, final
 
-from attrs import Factory, field, frozen
+from attrs import frozen
 
-from mmstream._secret import Secret, to_secret
 from mmstream.content import ChatMessage, ImageBlock, MessageRole, TextBlock
 from mmstream.errors import (
     APIError,
     AuthenticationError,
     ContentFilterError,
     InvalidImageError,
-    InvalidRequestError,
     ServerError,
     error_class_for_status,
 )
@@ -34,21 +31,25 @@ from mmstream.media.policy import MB, ImagePolicy
 from mmstream.media.sniff import encoded_form
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.providers.base import (
-    MMSTREAM_OPTIONS,
-    OptionFields,
+    APIProvider,
     ResponseBuilder,
-    env_value,
+    SSEJSONDecoder,
+    chat_metadata,
+    conversation,
+    count,
+    default_parse_error,
     error_message_from_body,
-    load_json,
+    longest_prefix,
+    max_line,
     normalize_finish_reason,
     parse_duration,
     parse_retry_after,
-    request_id_from_headers,
-    require_key,
+    passed_through,
+    sampling,
 )
 from mmstream.request import ChatRequest, HTTPRequest
 from mmstream.responses import ChatResponse, Usage
-from mmstream.sse import SSEDecoder, SSEEvent
+from mmstream.sse import DEFAULT_MAX_LINE
 
 __all__ = [
     "GEMINI_POLICY",
@@ -115,34 +116,35 @@ _AUTH_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED"})
 _BAD_KEY_MESSAGE = "API key not valid"
 
 
+#: portable options and their names in ``generationConfig``.
+_SAMPLING = {
+    "temperature": "temperature",
+    "top_p": "topP",
+    "max_tokens": "maxOutputTokens",
+    "stop": "stopSequences",
+}
+
+
 def _limits(model: str) -> tuple[int, int]:
-    name = model.rpartition("/")[2]
-    best: tuple[str, int, int] | None = None
-    for entry in _MODELS:
-        if name.startswith(entry[0]) and (best is None or len(entry[0]) > len(best[0])):
-            best = entry
+    best = longest_prefix(_MODELS, model)
     return _DEFAULT_LIMITS if best is None else (best[1], best[2])
-
-
-def _default_key() -> Secret | None:
-    return to_secret(env_value(os.environ, "GEMINI_API_KEY", "GOOGLE_API_KEY"))
-
-
-def _strip_slash(value: str) -> str:
-    return value.rstrip("/")
 
 
 @final
 @frozen(kw_only=True)
-class Gemini(OptionFields):
+class Gemini(APIProvider):
     """Gemini through the Gemini API (``"gemini:MODEL"``).
 
     Args:
         model: the model (``"gemini-2.5-flash"``; ``"models/..."`` and
             ``"tunedModels/..."`` are taken as they are).
-        api_key: the key; read from ``GEMINI_API_KEY`` or ``GOOGLE_API_KEY``.
-        base_url: the API root (``https://generativelanguage.googleapis.com``).
-        api_version: the path version, ``"v1beta"`` by default.
+        api_key: the key (``GEMINI_API_KEY`` or ``GOOGLE_API_KEY``, read by
+            [`from_env`][mmstream.providers.base.BaseProvider.from_env] and
+            ``"gemini:MODEL"``).
+        base_url: the API root, without the version,
+            ``https://generativelanguage.googleapis.com`` (``GEMINI_BASE_URL`` or
+            ``GOOGLE_GEMINI_BASE_URL``, the variable of Google's own SDK).
+        api_version: the path version, ``"v1beta"`` by default (``GOOGLE_GENAI_API_VERSION``).
         **options: default call options; ``extra`` keys go to ``generationConfig``
             (``topK``, ``seed``, ``thinkingConfig``, ``responseMimeType``, ...), except
             ``tools``, ``toolConfig``, ``safetySettings``, ``cachedContent`` and ``labels``,
@@ -153,24 +155,20 @@ class Gemini(OptionFields):
     """
 
     name: ClassVar[str] = "gemini"
+    environment: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "api_key": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+        "base_url": ("GEMINI_BASE_URL", "GOOGLE_GEMINI_BASE_URL"),
+        "api_version": ("GOOGLE_GENAI_API_VERSION",),
+    }
 
-    model: str
-    api_key: Secret | None = field(default=Factory(_default_key), converter=to_secret, repr=False)
-    base_url: str = field(default=DEFAULT_BASE_URL, converter=_strip_slash)
+    DEFAULT_BASE_URL: ClassVar[str] = DEFAULT_BASE_URL
+
     api_version: str = "v1beta"
 
     @property
     def metadata(self) -> MultiModalLLMMetadata:
         """The model's input and output token limits (by model-name prefix)."""
-        context, output = _limits(self.model)
-        return MultiModalLLMMetadata(
-            context_window=context,
-            num_output=output,
-            num_input_files=GEMINI_POLICY.max_images or 3600,
-            is_function_calling_model=True,
-            model_name=self.model,
-            is_chat_model=True,
-        )
+        return chat_metadata(self.model, *_limits(self.model), GEMINI_POLICY.max_images or 3600)
 
     @property
     def image_policy(self) -> ImagePolicy:
@@ -181,43 +179,20 @@ class Gemini(OptionFields):
         """The ``streamGenerateContent?alt=sse`` request for a call.
 
         Raises:
-            ConfigurationError: no API key.
-            InvalidRequestError: an image in a system message, or an image not loaded.
+            ConfigurationError: no API key (``GEMINI_API_KEY`` / ``GOOGLE_API_KEY``).
+            InvalidRequestError: an image in the system instruction, or not loaded.
         """
-        require_key(self.name, self.api_key, "GEMINI_API_KEY", "GOOGLE_API_KEY")
-        assert self.api_key is not None
+        api_key = self.key()
         options = request.options
-        system: list[dict[str, Any]] = []
-        contents: list[dict[str, Any]] = []
-        image_index = 0
-        for message in request.messages:
-            if message.role in (MessageRole.SYSTEM, MessageRole.DEVELOPER):
-                if message.images:
-                    raise InvalidRequestError(
-                        "Gemini takes only text in the system instruction; move the images "
-                        "into a user message",
-                        provider=self.name,
-                    )
-                if message.content:
-                    system.append({"text": message.content})
-                continue
-            entry, image_index = _content(message, image_index)
-            contents.append(entry)
-        config: dict[str, Any] = {}
-        if options.temperature is not None:
-            config["temperature"] = options.temperature
-        if options.top_p is not None:
-            config["topP"] = options.top_p
-        if options.max_tokens is not None:
-            config["maxOutputTokens"] = options.max_tokens
-        if options.stop:
-            config["stopSequences"] = list(options.stop)
+        texts, contents = conversation(
+            request, _content, system_in="the system instruction", provider="Gemini"
+        )
+        system = [{"text": text} for text in texts if text]
+        config = sampling(options, _SAMPLING)
         body: dict[str, Any] = {"contents": contents}
         if system:
             body["system_instruction"] = {"parts": system}
-        for key, value in options.extra.items():
-            if key in MMSTREAM_OPTIONS:
-                continue
+        for key, value in passed_through(options):
             if key in _TOP_LEVEL:
                 body[key] = value
             elif key in _GENERATION_CONFIG and isinstance(value, Mapping):
@@ -230,7 +205,7 @@ class Gemini(OptionFields):
         return HTTPRequest(
             url=f"{self.base_url}/{self.api_version}/{path}:streamGenerateContent?alt=sse",
             headers={
-                "x-goog-api-key": self.api_key.get_secret_value(),
+                "x-goog-api-key": api_key,
                 "content-type": "application/json",
             },
             json=body,
@@ -238,9 +213,9 @@ class Gemini(OptionFields):
             timeout=options.timeout,
         )
 
-    def new_decoder(self, request: ChatRequest) -> GeminiDecoder:
+    def new_decoder(self, request: ChatRequest | None = None) -> GeminiDecoder:
         """A decoder for one call's event stream."""
-        return GeminiDecoder(self.model)
+        return GeminiDecoder(self.model, max_line=max_line(request))
 
     def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> APIError:
         """The typed error for an HTTP error response.
@@ -248,29 +223,26 @@ class Gemini(OptionFields):
         ``{"error": {"code", "message", "status", "details": [...]}}``
         (https://ai.google.dev/gemini-api/docs/troubleshooting). A bad key is HTTP 400
         with ``ErrorInfo.reason == "API_KEY_INVALID"``:
-        :class:`~mmstream.errors.AuthenticationError`. ``RetryInfo.retryDelay``
+        [`AuthenticationError`][mmstream.errors.AuthenticationError]. ``RetryInfo.retryDelay``
         (``"30s"``) gives ``retry_after`` when no ``Retry-After`` header does.
         """
-        message, type_, code, data = error_message_from_body(body)
+        message, _, code, data = error_message_from_body(body)
         reason, delay = _details(data)
-        cls = error_class_for_status(status)
+        cls = None
         if reason in _AUTH_REASONS or (
             reason is None and status == 400 and message.startswith(_BAD_KEY_MESSAGE)
         ):
             # A body stripped of its details (by a proxy) still says what it is.
             cls = AuthenticationError
         retry_after = parse_retry_after(headers)
-        if retry_after is None:
-            retry_after = delay
-        return cls(
-            message,
-            status=status,
-            provider=self.name,
-            type=type_,
+        return default_parse_error(
+            self.name,
+            status,
+            headers,
+            body,
+            cls=cls,
             code=reason or code,
-            request_id=request_id_from_headers(headers),
-            retry_after=retry_after,
-            body=body[:4096].decode("utf-8", "replace"),
+            retry_after=delay if retry_after is None else retry_after,
         )
 
 
@@ -364,68 +336,53 @@ def _image(block: ImageBlock, index: int) -> dict[str, Any]:
 
 
 @final
-class GeminiDecoder:
+class GeminiDecoder(SSEJSONDecoder):
     """Gemini's SSE stream into chunks.
 
     Text parts become text chunks; ``"thought": true`` parts are the model's
     thinking, not its answer, and are skipped (their tokens are counted in
     ``usage.reasoning_tokens``). A prompt blocked by ``promptFeedback.blockReason``,
     or a candidate stopped for safety, raises
-    :class:`~mmstream.errors.ContentFilterError` with the text received so far.
-    The final chunk is returned by :meth:`flush`, since only the end of the body
-    says that nothing follows the ``finishReason``.
+    [`ContentFilterError`][mmstream.errors.ContentFilterError] with the text
+    received so far. The final chunk comes at the end of the body, since only the
+    end says that nothing follows the ``finishReason``. A whole response (or the
+    JSON array ``streamGenerateContent`` sends without ``alt=sse``) decodes as
+    one chunk.
     """
 
-    __slots__ = ("_builder", "_events", "_last")
+    __slots__ = ("_last",)
 
-    def __init__(self, model: str | None = None) -> None:
-        self._events = SSEDecoder()
-        self._builder = ResponseBuilder("gemini", model)
+    end = "a finishReason"
+
+    def __init__(self, model: str | None = None, *, max_line: int = DEFAULT_MAX_LINE) -> None:
+        super().__init__(ResponseBuilder("gemini", model), max_line=max_line)
         self._last: dict[str, Any] | None = None
 
-    def feed(self, data: bytes) -> list[ChatResponse]:
-        """Decode more of the body."""
-        return self._decode(self._events.feed(data))
-
-    def flush(self) -> list[ChatResponse]:
-        """End of body: the final chunk if a ``finishReason`` came, else IncompleteStreamError."""
-        chunks = self._decode(self._events.flush())
+    def _at_end(self) -> ChatResponse | None:
         builder = self._builder
-        if builder.done:
-            return chunks
-        if builder.finish_reason is None:
-            raise builder.incomplete("a finishReason")
-        chunks.append(builder.finish(self._last))
-        return chunks
+        return None if builder.finish_reason is None else builder.finish(self._last)
 
-    def _decode(self, events: list[SSEEvent]) -> list[ChatResponse]:
+    def event(self, payload: dict[str, Any], name: str, out: list[ChatResponse]) -> None:
+        """One ``GenerateContentResponse``: text and calls, the usage so far, a block, an error."""
         builder = self._builder
-        out: list[ChatResponse] = []
-        for event in events:
-            if builder.done or not event.data.strip():
-                continue
-            payload = load_json(event.data, builder)
-            if not isinstance(payload, dict):
-                raise builder.protocol_error(f"expected an object, got {event.data[:80]!r}")
-            self._last = payload
-            if payload.get("error") is not None:
-                raise self._error(payload)
-            if isinstance(payload.get("modelVersion"), str):
-                builder.model = payload["modelVersion"]
-            usage = payload.get("usageMetadata")
-            if isinstance(usage, dict):
-                builder.usage = _usage(usage)  # a running snapshot: the last one wins
-            feedback = payload.get("promptFeedback")
-            if isinstance(feedback, dict) and feedback.get("blockReason"):
-                raise self._blocked(
-                    f"Gemini blocked the prompt ({feedback['blockReason']})",
-                    str(feedback["blockReason"]),
-                    payload,
-                )
-            candidates = payload.get("candidates")
-            if isinstance(candidates, list) and candidates:
-                self._candidate(candidates[0], payload, out)
-        return out
+        self._last = payload
+        if payload.get("error") is not None:
+            raise self._error(payload)
+        if isinstance(payload.get("modelVersion"), str):
+            builder.model = payload["modelVersion"]
+        usage = payload.get("usageMetadata")
+        if isinstance(usage, dict):
+            builder.usage = _usage(usage)  # a running snapshot: the last one wins
+        feedback = payload.get("promptFeedback")
+        if isinstance(feedback, dict) and feedback.get("blockReason"):
+            raise self._blocked(
+                f"Gemini blocked the prompt ({feedback['blockReason']})",
+                str(feedback["blockReason"]),
+                payload,
+            )
+        candidates = payload.get("candidates")
+        if isinstance(candidates, list) and candidates:
+            self._candidate(candidates[0], payload, out)
 
     def _candidate(self, candidate: Any, payload: dict[str, Any], out: list[ChatResponse]) -> None:
         if not isinstance(candidate, dict):
@@ -490,15 +447,11 @@ class GeminiDecoder:
 
 
 def _usage(usage: dict[str, Any]) -> Usage:
-    """``usageMetadata`` as :class:`~mmstream.Usage`; thinking tokens are counted apart."""
+    """``usageMetadata`` as [`Usage`][mmstream.Usage]; thinking tokens are counted apart."""
     return Usage(
-        input_tokens=_count(usage.get("promptTokenCount")),
-        output_tokens=_count(usage.get("candidatesTokenCount")),
-        total_tokens=_count(usage.get("totalTokenCount")),
-        cache_read_tokens=_count(usage.get("cachedContentTokenCount")),
-        reasoning_tokens=_count(usage.get("thoughtsTokenCount")),
+        input_tokens=count(usage.get("promptTokenCount")),
+        output_tokens=count(usage.get("candidatesTokenCount")),
+        total_tokens=count(usage.get("totalTokenCount")),
+        cache_read_tokens=count(usage.get("cachedContentTokenCount")),
+        reasoning_tokens=count(usage.get("thoughtsTokenCount")),
     )
-
-
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -11,25 +11,27 @@ after it. An ``{"error": "..."}`` line ends the stream with an error.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from typing import Any, ClassVar, final
 
 import attrs
-from attrs import Factory, field, frozen
+from attrs import field, frozen
 
-from mmstream._secret import Secret, to_secret
 from mmstream.content import ChatMessage, ImageBlock, MessageRole, TextBlock
 from mmstream.errors import APIError, InvalidImageError, OverloadedError, ServerError
 from mmstream.media.policy import ImagePolicy
 from mmstream.media.sniff import encoded_form
 from mmstream.metadata import MultiModalLLMMetadata
 from mmstream.providers.base import (
-    MMSTREAM_OPTIONS,
+    APIProvider,
     JSONLinesDecoder,
-    OptionFields,
-    default_parse_error,
-    env_value,
+    chat_metadata,
+    conversation,
+    count,
+    longest_prefix,
+    max_line,
+    passed_through,
+    sampling,
 )
 from mmstream.request import ChatRequest, HTTPRequest
 from mmstream.responses import ChatResponse, Usage
@@ -96,12 +98,17 @@ _ROLES: Mapping[MessageRole, str] = {
 }
 
 
+#: portable options and their names in Ollama's ``options``.
+_SAMPLING = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "max_tokens": "num_predict",
+    "stop": "stop",
+}
+
+
 def _native_context(model: str) -> int | None:
-    name = model.rpartition("/")[2]
-    best: tuple[str, int] | None = None
-    for entry in _MODELS:
-        if name.startswith(entry[0]) and (best is None or len(entry[0]) > len(best[0])):
-            best = entry
+    best = longest_prefix(_MODELS, model)
     return None if best is None else best[1]
 
 
@@ -143,26 +150,18 @@ def _normalize_host(value: str) -> str:
     return url
 
 
-def _default_base_url() -> str:
-    return env_value(os.environ, "OLLAMA_HOST") or DEFAULT_BASE_URL
-
-
-def _default_key() -> Secret | None:
-    return to_secret(env_value(os.environ, "OLLAMA_API_KEY"))
-
-
 @final
 @frozen(kw_only=True)
-class Ollama(OptionFields):
+class Ollama(APIProvider):
     """A model served by Ollama (``"ollama:MODEL"``), local or behind a proxy.
 
     Args:
         model: the model tag (``"llama3.2-vision"``, ``"gemma3:4b"``, ``"qwen2.5vl"``).
         api_key: optional; sent as a bearer token (Ollama's cloud, or a proxy that
-            wants one); read from ``OLLAMA_API_KEY``. A local server needs none.
-        base_url: the server; ``OLLAMA_HOST`` or ``http://localhost:11434``. A host
-            without scheme or port is completed as Ollama does (``"gpu-box"`` →
-            ``http://gpu-box:11434``).
+            wants one; ``OLLAMA_API_KEY``). A local server needs none.
+        base_url: the server, ``http://localhost:11434`` (``OLLAMA_HOST``, as
+            Ollama's own client reads it). A host without scheme or port is
+            completed as Ollama does (``"gpu-box"`` → ``http://gpu-box:11434``).
         keep_alive: how long the model stays loaded after the call (``"5m"``, ``0``, ...).
         num_ctx: the context window to serve (Ollama's default is 4096 tokens).
         **options: default call options; ``max_tokens`` is sent as ``num_predict``.
@@ -174,10 +173,15 @@ class Ollama(OptionFields):
     """
 
     name: ClassVar[str] = "ollama"
+    environment: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "api_key": ("OLLAMA_API_KEY",),
+        "base_url": ("OLLAMA_HOST",),
+    }
 
-    model: str
-    api_key: Secret | None = field(default=Factory(_default_key), converter=to_secret, repr=False)
-    base_url: str = field(default=Factory(_default_base_url), converter=_normalize_host)
+    DEFAULT_BASE_URL: ClassVar[str] = DEFAULT_BASE_URL
+    requires_key: ClassVar[bool] = False
+
+    base_url: str = field(default=DEFAULT_BASE_URL, converter=_normalize_host)
     keep_alive: str | float | None = None
     num_ctx: int | None = None
 
@@ -192,13 +196,8 @@ class Ollama(OptionFields):
             context = explicit
         else:
             context = min(_native_context(self.model) or DEFAULT_NUM_CTX, DEFAULT_NUM_CTX)
-        return MultiModalLLMMetadata(
-            context_window=context,
-            num_output=min(self.max_tokens or DEFAULT_NUM_OUTPUT, context),
-            num_input_files=10,
-            is_function_calling_model=True,
-            model_name=self.model,
-            is_chat_model=True,
+        return chat_metadata(
+            self.model, context, min(self.max_tokens or DEFAULT_NUM_OUTPUT, context), 10
         )
 
     @property
@@ -214,36 +213,22 @@ class Ollama(OptionFields):
                 takes only inline images; mmstream downloads URLs first).
         """
         options = request.options
-        messages: list[dict[str, Any]] = []
-        image_index = 0
-        for message in request.messages:
-            entry, image_index = _message(message, image_index)
-            messages.append(entry)
-        sampling: dict[str, Any] = {}
-        if options.temperature is not None:
-            sampling["temperature"] = options.temperature
-        if options.top_p is not None:
-            sampling["top_p"] = options.top_p
-        if options.max_tokens is not None:
-            sampling["num_predict"] = options.max_tokens
-        if options.stop:
-            sampling["stop"] = list(options.stop)
+        _, messages = conversation(request, _message)
+        settings = sampling(options, _SAMPLING)
         if self.num_ctx is not None:
-            sampling["num_ctx"] = self.num_ctx
+            settings["num_ctx"] = self.num_ctx
         body: dict[str, Any] = {"model": self.model, "messages": messages, "stream": True}
         if self.keep_alive is not None:
             body["keep_alive"] = self.keep_alive
-        for key, value in options.extra.items():
-            if key in MMSTREAM_OPTIONS:
-                continue
+        for key, value in passed_through(options):
             if key in _TOP_LEVEL:
                 body[key] = value
             elif key == "options" and isinstance(value, Mapping):
-                sampling.update(value)
+                settings.update(value)
             else:
-                sampling[key] = value
-        if sampling:
-            body["options"] = sampling
+                settings[key] = value
+        if settings:
+            body["options"] = settings
         headers = {"content-type": "application/json"}
         if self.api_key:
             headers["authorization"] = f"Bearer {self.api_key.get_secret_value()}"
@@ -255,17 +240,15 @@ class Ollama(OptionFields):
             timeout=options.timeout,
         )
 
-    def new_decoder(self, request: ChatRequest) -> OllamaDecoder:
-        """A decoder for one call's NDJSON lines."""
-        return OllamaDecoder(self.model)
+    def new_decoder(self, request: ChatRequest | None = None) -> OllamaDecoder:
+        """A decoder for one call's NDJSON lines (a non-streamed answer is one such line).
 
-    def parse_error(self, status: int, headers: Mapping[str, str], body: bytes) -> APIError:
-        """The typed error for an HTTP error response (``{"error": "..."}``).
-
-        404 is a model that is not pulled (:class:`~mmstream.errors.NotFoundError`,
-        with Ollama's "try pulling it first"); 503 is a busy server.
+        Errors are the common ``{"error": "..."}`` shape (the shell's ``parse_error``):
+        an HTTP 404 is a model that is not pulled
+        ([`NotFoundError`][mmstream.errors.NotFoundError], with Ollama's "try
+        pulling it first"), a 503 a busy server.
         """
-        return default_parse_error(self.name, status, headers, body)
+        return OllamaDecoder(self.model, max_line=max_line(request))
 
 
 def _message(message: ChatMessage, image_index: int) -> tuple[dict[str, Any], int]:
@@ -336,11 +319,16 @@ class OllamaDecoder(JSONLinesDecoder):
             raise self._error(event)
         if isinstance(event.get("model"), str):
             builder.model = event["model"]
+        done = event.get("done") is True
         message = event.get("message")
+        last = ""  # a done line's own text (a non-streamed answer) comes with the final chunk
         if isinstance(message, dict):
             content = message.get("content")
             if isinstance(content, str) and content:
-                out.append(builder.text(content, event))
+                if done:
+                    last = content
+                else:
+                    out.append(builder.text(content, event))
             calls = message.get("tool_calls")
             for call in calls if isinstance(calls, list) else ():
                 function = call.get("function") if isinstance(call, dict) else None
@@ -351,14 +339,14 @@ class OllamaDecoder(JSONLinesDecoder):
                         name=str(function["name"]),
                         arguments=function.get("arguments") or {},
                     )
-        if event.get("done") is True:
+        if done:
             builder.finish_reason = str(event.get("done_reason") or "stop")
             builder.usage = Usage(
-                input_tokens=_count(event.get("prompt_eval_count")),
-                output_tokens=_count(event.get("eval_count")),
+                input_tokens=count(event.get("prompt_eval_count")),
+                output_tokens=count(event.get("eval_count")),
             )
-            final = builder.finish(event)
-            timings = {k: event[k] for k in _TIMINGS if _count(event.get(k)) is not None}
+            final = builder.finish(event, last)
+            timings = {k: event[k] for k in _TIMINGS if count(event.get(k)) is not None}
             if timings:
                 extras = {**final.additional_kwargs, "timings": timings}
                 final = attrs.evolve(final, additional_kwargs=extras)
@@ -377,7 +365,3 @@ class OllamaDecoder(JSONLinesDecoder):
             body=json.dumps(event)[:4096],
             partial=self._builder.snapshot(event),
         )
-
-
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal, final
+from typing import Any, Literal, final, get_args
 
 from attrs import evolve, field, frozen
 
@@ -39,20 +39,11 @@ FaultKind = Literal[
     "huge_event",
     "error_event",
     "missing_end",
+    "hang_up",
+    "not_streamed",
 ]
-"""The kinds of misbehaviour a [`Fault`][mmstream.testing.Fault] can inject."""
-FAULT_KINDS: tuple[str, ...] = (
-    "status",
-    "drop",
-    "reset",
-    "stall",
-    "malformed",
-    "wrong_content_type",
-    "huge_event",
-    "error_event",
-    "missing_end",
-)
-"""The same kinds as a tuple, to iterate over (every fault, every provider)."""
+FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
+"""Every fault kind as a tuple, in the order of `FaultKind` (every fault, every provider)."""
 
 
 def answer_text(prompt: str, images: int = 0) -> str:
@@ -292,6 +283,23 @@ class Fault:
     def reset(cls) -> Fault:
         """Reset the connection (TCP RST) after reading the request, before any response byte."""
         return cls(kind="reset")
+
+    @classmethod
+    def hang_up(cls) -> Fault:
+        """Close the connection (FIN) after reading the request, before any response byte.
+
+        What a server does to an idle keep-alive connection just as a request
+        arrives on it: the client sees the connection closed with no response.
+        """
+        return cls(kind="hang_up")
+
+    @classmethod
+    def not_streamed(cls) -> Fault:
+        """Answer a streaming request with the whole, non-streamed JSON answer (status 200).
+
+        What a gateway that ignores ``stream: true`` (or Gemini's ``alt=sse``) sends.
+        """
+        return cls(kind="not_streamed")
 
     @classmethod
     def stall(cls, seconds: float, *, after_chunks: int | None = None) -> Fault:

@@ -12,16 +12,13 @@ large writes.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import itertools
 import json
-import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
-from typing import Any, Literal, final
+from typing import Any, final
 from urllib.parse import parse_qsl, urlsplit
 
 import anyio
@@ -30,28 +27,23 @@ from anyio.abc import SocketAttribute
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from attrs import field, frozen
 
+from mmstream.testing import _http
+from mmstream.testing._errors import auth_problem
 from mmstream.testing._formats import (
     API,
     Answer,
     Route,
     error_body,
-    error_frame,
     html_error_body,
-    malformed_frame,
+    other_answer,
     prompt_of,
-    reason_phrase,
     render_json,
-    render_stream,
     route,
 )
 from mmstream.testing._script import IMAGE_TOKENS, Fault, Script, answer_text, split_text
 
 __all__ = ["Disconnect", "RecordedRequest", "TestServer"]
 
-#: largest request head accepted (status line + headers).
-_MAX_HEAD = 64 * 1024
-#: largest single write; bigger bodies are cut so a disconnect is noticed between writes.
-_WRITE = 256 * 1024
 #: streamed answers of at least this many events are rendered once and reused ...
 _CACHE_FROM = 256
 #: ... for this many distinct requests.
@@ -121,10 +113,6 @@ class Disconnect:
     monotonic: float
 
 
-class _BadRequest(Exception):
-    pass
-
-
 @frozen
 class _Queued:
     what: Script | tuple[Fault, ...]
@@ -135,100 +123,6 @@ class _Queued:
         if self.api is not None and self.api != api:
             return False
         return self.path is None or self.path in path
-
-
-class _Conn:
-    """One accepted TCP connection: its stream, id and unread bytes."""
-
-    __slots__ = ("buffer", "id", "stream")
-
-    def __init__(self, stream: anyio.abc.SocketStream, conn_id: int) -> None:
-        self.stream = stream
-        self.id = conn_id
-        self.buffer = bytearray()
-
-    async def read_request(
-        self,
-    ) -> tuple[str, str, str, dict[str, str], bytes] | None:
-        """The next request (method, target, version, headers, body), or ``None`` at EOF."""
-        buffer = self.buffer
-        while True:
-            end = buffer.find(b"\r\n\r\n")
-            if end >= 0:
-                break
-            if len(buffer) > _MAX_HEAD:
-                raise _BadRequest("request head too large")
-            try:
-                data = await self.stream.receive(65536)
-            except (anyio.EndOfStream, anyio.BrokenResourceError):
-                if buffer.strip():
-                    raise _BadRequest("connection closed inside a request head") from None
-                return None
-            buffer += data
-        head = bytes(buffer[:end]).decode("latin-1")
-        del buffer[: end + 4]
-        lines = head.split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            raise _BadRequest(f"bad request line {lines[0]!r}")
-        method, target, version = parts
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, colon, value = line.partition(":")
-            if not colon:
-                raise _BadRequest(f"bad header line {line!r}")
-            key = name.strip().lower()
-            value = value.strip()
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        if headers.get("expect", "").lower() == "100-continue":
-            await self.stream.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-        try:
-            if "chunked" in headers.get("transfer-encoding", "").lower():
-                body = await self._read_chunked()
-            else:
-                body = await self._read_exactly(int(headers.get("content-length", "0") or "0"))
-        except ValueError:
-            raise _BadRequest("bad content-length or chunk size") from None
-        return method, target, version, headers, body
-
-    async def _fill(self, size: int) -> None:
-        while len(self.buffer) < size:
-            try:
-                data = await self.stream.receive(max(65536, size - len(self.buffer)))
-            except (anyio.EndOfStream, anyio.BrokenResourceError):
-                raise _BadRequest("connection closed inside a request body") from None
-            self.buffer += data
-
-    async def _read_exactly(self, size: int) -> bytes:
-        await self._fill(size)
-        data = bytes(self.buffer[:size])
-        del self.buffer[:size]
-        return data
-
-    async def _read_line(self) -> bytes:
-        while True:
-            end = self.buffer.find(b"\r\n")
-            if end >= 0:
-                line = bytes(self.buffer[:end])
-                del self.buffer[: end + 2]
-                return line
-            await self._fill(len(self.buffer) + 1)
-
-    async def _read_chunked(self) -> bytes:
-        parts: list[bytes] = []
-        while True:
-            size = int((await self._read_line()).split(b";")[0].strip() or b"0", 16)
-            if size == 0:
-                while await self._read_line():  # trailers
-                    pass
-                return b"".join(parts)
-            parts.append(await self._read_exactly(size))
-            await self._read_line()
-
-
-# A response plan: ("write", bytes, content events in it) | ("sleep", seconds) | end.
-_Step = tuple[Literal["write"], bytes, int] | tuple[Literal["sleep"], float]
-_End = Literal["finish", "close", "drop", "reset"]
 
 
 @final
@@ -286,7 +180,7 @@ class TestServer:
         self._stack: contextlib.AsyncExitStack | None = None
         self._portal: BlockingPortal | None = None
         self._lock = threading.Lock()
-        self._cache: dict[Hashable, tuple[str, str, list[_Step], _End]] = {}
+        self._cache: dict[Hashable, tuple[str, str, list[_http.Step], _http.End]] = {}
         self._rules: list[tuple[Callable[[int, str], bool], tuple[Fault, ...]]] = []
 
     def __repr__(self) -> str:
@@ -487,7 +381,7 @@ class TestServer:
         return ()
 
     async def _handle(self, stream: anyio.abc.SocketStream) -> None:
-        conn = _Conn(stream, next(self._conn_ids))
+        conn = _http.Connection(stream, next(self._conn_ids))
         self.connections_opened += 1
         self.connections_open += 1
         self._notify()
@@ -495,16 +389,18 @@ class TestServer:
             while True:
                 try:
                     request = await conn.read_request()
-                except _BadRequest as exc:
+                except _http.BadRequest as exc:
                     body = json.dumps({"error": str(exc)}).encode()
-                    await stream.send(_head(400, "application/json", len(body), close=True) + body)
+                    await stream.send(
+                        _http.response_head(400, "application/json", len(body), close=True) + body
+                    )
                     break
                 if request is None:
                     break
                 end = await self._answer(conn, *request)
                 if end != "finish":
                     if end == "reset":
-                        _abort(stream)
+                        _http.abort(stream)
                     break
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError):
             pass
@@ -518,13 +414,13 @@ class TestServer:
 
     async def _answer(
         self,
-        conn: _Conn,
+        conn: _http.Connection,
         method: str,
         target: str,
         version: str,
         headers: dict[str, str],
         body: bytes,
-    ) -> _End:
+    ) -> _http.End:
         split = urlsplit(target)
         path = split.path
         query = dict(parse_qsl(split.query, keep_blank_values=True))
@@ -557,7 +453,7 @@ class TestServer:
             "request_id": None,
         }
         if found is None:
-            status, payload = _other(method, path)
+            status, payload = other_answer(method, path)
             return await self._simple(conn, record, status, payload, close)
         request_id = _request_id(found.api, serial)
         record["request_id"] = request_id
@@ -568,7 +464,7 @@ class TestServer:
         if body and parsed is None:
             problem = (400, "The request body is not valid JSON.")
         elif self.require_auth:
-            problem = _auth_problem(found, headers, query, self.api_key)
+            problem = auth_problem(found.api, found.deployment, headers, query, self.api_key)
         try:
             header_script = _header_value(headers, "x-mmstream-script", Script.from_dict)
             header_faults = _header_value(headers, "x-mmstream-fault", _faults_from_json)
@@ -586,13 +482,13 @@ class TestServer:
             faults = header_faults
         script = self.script.merged(queued_script).merged(header_script)
         record["faults"] = faults
-        streaming = _is_streaming(found, parsed)
+        by_kind = {f.kind: f for f in faults}
+        streaming = _is_streaming(found, parsed) and "not_streamed" not in by_kind
         record["stream"] = streaming
 
-        by_kind = {f.kind: f for f in faults}
-        if "reset" in by_kind:
+        if "reset" in by_kind or "hang_up" in by_kind:
             self._record(record)
-            return "reset"
+            return "reset" if "reset" in by_kind else "close"
         if "status" in by_kind:
             fault = by_kind["status"]
             status = fault.status or 500
@@ -621,10 +517,12 @@ class TestServer:
                 )
                 content_type = "application/json"
             stall = by_kind.get("stall")
-            steps: list[_Step] = []
+            steps: list[_http.Step] = []
             if stall is not None and stall.after_chunks < 0:
                 steps.append(("sleep", stall.seconds))
-            head = _head(status, content_type, len(payload), close=close, extra=fault_headers)
+            head = _http.response_head(
+                status, content_type, len(payload), close=close, extra=fault_headers
+            )
             steps.append(("write", head + payload, 0))
             record["status"] = status
             rec = self._record(record)
@@ -634,21 +532,25 @@ class TestServer:
             payload = fault.body if fault.body is not None else _PORTAL_PAGE
             record["status"] = 200
             rec = self._record(record)
-            head = _head(200, fault.content_type, len(payload), close=close, extra=extra)
+            head = _http.response_head(
+                200, fault.content_type, len(payload), close=close, extra=extra
+            )
             return await self._run(
                 conn, rec, [("write", head + payload, 0)], "close" if close else "finish"
             )
 
         record["status"] = 200
         stall = by_kind.get("stall")
-        before: list[_Step] = []
+        before: list[_http.Step] = []
         if stall is not None and (stall.after_chunks < 0 or not streaming):
             before.append(("sleep", stall.seconds))
         if not streaming:
             answer = self._compose(found, parsed, script, serial, faults)
             record["answer"] = answer.text
             payload = render_json(answer)
-            head = _head(200, "application/json", len(payload), close=close, extra=extra)
+            head = _http.response_head(
+                200, "application/json", len(payload), close=close, extra=extra
+            )
             rec = self._record(record)
             return await self._run(
                 conn, rec, [*before, ("write", head + payload, 0)], "close" if close else "finish"
@@ -656,7 +558,7 @@ class TestServer:
 
         text, content_type, body_steps, end = self._streamed(found, parsed, script, serial, faults)
         record["answer"] = text
-        head = _head(200, content_type, None, close=close, extra=extra)
+        head = _http.response_head(200, content_type, None, close=close, extra=extra)
         first = body_steps[0] if body_steps else ("sleep", 0.0)
         if first[0] == "write":
             steps = [*before, ("write", head + first[1], first[2]), *body_steps[1:]]
@@ -667,7 +569,7 @@ class TestServer:
 
     def _streamed(
         self, found: Route, body: Any, script: Script, serial: int, faults: tuple[Fault, ...]
-    ) -> tuple[str, str, list[_Step], _End]:
+    ) -> tuple[str, str, list[_http.Step], _http.End]:
         """The streamed body as writes and sleeps; large answers are rendered once and reused.
 
         A cached body is reused byte for byte, ids included, by identical requests.
@@ -692,7 +594,7 @@ class TestServer:
             if cached is not None:
                 return cached
         answer = self._compose(found, body, script, serial, faults)
-        plan = _stream_plan(answer, found.sse, script.pause, faults)
+        plan = _http.stream_plan(answer, found.sse, script.pause, faults)
         text = answer.text
         for fault in faults:
             if fault.kind in ("drop", "error_event"):
@@ -759,23 +661,29 @@ class TestServer:
 
     async def _simple(
         self,
-        conn: _Conn,
+        conn: _http.Connection,
         record: dict[str, Any],
         status: int,
         payload: bytes,
         close: bool,
         extra: Sequence[tuple[str, str]] = (),
-    ) -> _End:
+    ) -> _http.End:
         record["status"] = status
         rec = self._record(record)
-        head = _head(status, "application/json", len(payload), close=close, extra=extra)
+        head = _http.response_head(
+            status, "application/json", len(payload), close=close, extra=extra
+        )
         return await self._run(
             conn, rec, [("write", head + payload, 0)], "close" if close else "finish"
         )
 
     async def _run(
-        self, conn: _Conn, record: RecordedRequest, steps: list[_Step], end: _End
-    ) -> _End:
+        self,
+        conn: _http.Connection,
+        record: RecordedRequest,
+        steps: list[_http.Step],
+        end: _http.End,
+    ) -> _http.End:
         """Carry out a response plan while watching for the client leaving."""
         stream = conn.stream
         sent = 0
@@ -825,118 +733,10 @@ class TestServer:
         return end
 
 
-def _abort(stream: anyio.abc.SocketStream) -> None:
-    """Make the coming close send a TCP RST instead of a FIN."""
-    with contextlib.suppress(Exception):
-        sock: socket.socket = stream.extra(SocketAttribute.raw_socket)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-
-
-def _head(
-    status: int,
-    content_type: str | None,
-    length: int | None,
-    *,
-    close: bool = False,
-    extra: Sequence[tuple[str, str]] = (),
-) -> bytes:
-    lines = [f"HTTP/1.1 {status} {reason_phrase(status)}"]
-    if content_type is not None:
-        lines.append(f"content-type: {content_type}")
-    if length is None:
-        lines.append("transfer-encoding: chunked")
-    else:
-        lines.append(f"content-length: {length}")
-    lines.extend(f"{name}: {value}" for name, value in extra)
-    if close:
-        lines.append("connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-def _chunk(data: bytes) -> bytes:
-    return b"%x\r\n%b\r\n" % (len(data), data)
-
-
-def _stream_plan(
-    answer: Answer, sse: bool, pause: float, faults: Sequence[Fault]
-) -> tuple[str, list[_Step], _End]:
-    """The body of a streamed answer as writes and sleeps, with the faults spliced in.
-
-    Without pauses the frames are joined into writes of about ``_WRITE`` bytes
-    (one chunked-encoding chunk each); the work per frame is C-level joins.
-    """
-    by_kind = {f.kind: f for f in faults}
-    rendered = render_stream(answer, end="missing_end" not in by_kind)
-    head, content, tail = rendered.head, rendered.chunks, rendered.tail
-    end: _End = "finish"
-    if "malformed" in by_kind:
-        at = min(by_kind["malformed"].after_chunks, len(content))
-        content = [*content[:at], malformed_frame(answer.api, sse), *content[at:]]
-    if "error_event" in by_kind:
-        fault = by_kind["error_event"]
-        content = [*content[: fault.after_chunks]]
-        tail = [error_frame(answer.api, sse, fault.status, fault.message)]
-        if not sse and answer.api == "gemini":
-            tail.append(b"]")
-    if "drop" in by_kind:
-        content = content[: by_kind["drop"].after_chunks]
-        tail = []
-        end = "drop"
-    frames = [*head, *content, *tail]
-    flags = [0] * len(head) + [1] * len(content) + [0] * len(tail)
-    if "malformed" in by_kind and len(content) > at:
-        flags[len(head) + at] = 0
-    # Sleeps, keyed by the index of the frame they come before.
-    breaks: dict[int, float] = {}
-    first, stop = len(head), len(head) + len(content)
-    if pause:
-        breaks = dict.fromkeys(range(first + 1, stop + (1 if tail else 0)), pause)
-    stall = by_kind.get("stall")
-    if stall is not None and stall.after_chunks >= 0:
-        breaks[min(first + stall.after_chunks, len(frames))] = stall.seconds
-    ends = list(itertools.accumulate(map(len, frames)))
-    counts = list(itertools.accumulate(flags))
-    steps: list[_Step] = []
-    start = 0
-    for cut in [*sorted(breaks), len(frames)]:
-        while start < cut:
-            base = ends[start - 1] if start else 0
-            stop_at = max(bisect.bisect_right(ends, base + _WRITE, start, cut), start + 1)
-            sent = counts[stop_at - 1] - (counts[start - 1] if start else 0)
-            steps.append(("write", _chunk(b"".join(frames[start:stop_at])), sent))
-            start = stop_at
-        if cut in breaks:
-            steps.append(("sleep", breaks[cut]))
-    if end != "drop":
-        last = steps[-1] if steps else None
-        if last is not None and last[0] == "write":
-            steps[-1] = ("write", last[1] + b"0\r\n\r\n", last[2])
-        else:
-            steps.append(("write", b"0\r\n\r\n", 0))
-    return rendered.content_type, steps, end
-
-
 _PORTAL_PAGE = (
     b"<!DOCTYPE html>\n<html><head><title>Sign in to the network</title></head>"
     b"<body><h1>Please sign in to continue</h1></body></html>\n"
 )
-
-
-def _other(method: str, path: str) -> tuple[int, bytes]:
-    """Answers for paths no provider call uses: health checks and model lists."""
-    if method == "GET" and path in ("/", "/health"):
-        return 200, b'{"status":"ok"}'
-    if method == "GET" and path.endswith("/models"):
-        return 200, json.dumps(
-            {"object": "list", "data": [{"id": "mmstream-test", "object": "model"}]}
-        ).encode()
-    if method == "GET" and path == "/api/tags":
-        return 200, b'{"models":[{"name":"mmstream-test:latest","model":"mmstream-test:latest"}]}'
-    if method == "GET" and path == "/api/version":
-        return 200, b'{"version":"0.0.0-mmstream"}'
-    return 404, json.dumps(
-        {"error": {"message": f"no mmstream test route for {method} {path}", "code": 404}}
-    ).encode()
 
 
 def _error_json(found: Route, body: dict[str, Any]) -> bytes:
@@ -967,70 +767,6 @@ def _id_headers(api: API, request_id: str) -> list[tuple[str, str]]:
     if api == "gemini":
         return [("x-goog-request-id", request_id)]
     return []
-
-
-def _auth_problem(
-    found: Route, headers: Mapping[str, str], query: Mapping[str, str], expected: str | None
-) -> tuple[int, str] | None:
-    """The provider's answer to a missing or wrong key or header, or ``None`` if all is well."""
-    api = found.api
-
-    def check(
-        key: str | None, missing: tuple[int, str], wrong: tuple[int, str]
-    ) -> tuple[int, str] | None:
-        if not key:
-            return missing
-        if expected is not None and key != expected:
-            return wrong
-        return None
-
-    bearer = headers.get("authorization", "")
-    token = bearer[7:].strip() if bearer[:7].lower() == "bearer " else None
-    if api == "openai":
-        return check(
-            token,
-            (
-                401,
-                "You didn't provide an API key. You need to provide your API key in an "
-                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-            ),
-            (
-                401,
-                "Incorrect API key provided. You can find your API key at "
-                "https://platform.openai.com/account/api-keys.",
-            ),
-        )
-    if api == "azure":
-        if found.deployment is not None and "api-version" not in query:
-            return 404, "Resource not found"
-        wrong = (
-            401,
-            "Access denied due to invalid subscription key or wrong API endpoint. Make sure "
-            "to provide a valid key for an active subscription and use a correct regional "
-            "API endpoint for your resource.",
-        )
-        return check(headers.get("api-key") or token, wrong, wrong)
-    if api == "anthropic":
-        problem = check(
-            headers.get("x-api-key"),
-            (401, "x-api-key header is required"),
-            (401, "invalid x-api-key"),
-        )
-        if problem is None and not headers.get("anthropic-version"):
-            return 400, "anthropic-version: header is required"
-        return problem
-    if api == "gemini":
-        return check(
-            headers.get("x-goog-api-key") or query.get("key"),
-            (
-                403,
-                "Method doesn't allow unregistered callers (callers without established "
-                "identity). Please use API Key or other form of API consumer identity to "
-                "call this API.",
-            ),
-            (400, "API key not valid. Please pass a valid API key."),
-        )
-    return None
 
 
 def _is_streaming(found: Route, body: Any) -> bool:

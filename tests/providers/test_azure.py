@@ -210,7 +210,7 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", "https://envres.openai.azure.com/openai/")
     monkeypatch.setenv("AZURE_OPENAI_API_KEY", "env-key")
     monkeypatch.setenv("OPENAI_API_VERSION", "2025-04-01-preview")
-    provider = AzureOpenAI(deployment="dep")
+    provider = AzureOpenAI.from_env(deployment="dep")
     http = provider.build_request(chat(provider, [user("x")]))
     assert http.url == (
         "https://envres.openai.azure.com/openai/deployments/dep/chat/completions"

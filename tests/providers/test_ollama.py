@@ -182,7 +182,7 @@ def test_optional_bearer_key(monkeypatch: pytest.MonkeyPatch) -> None:
     assert http.headers["authorization"] == "Bearer proxy-token"
     assert "proxy-token" not in repr(provider) and "proxy-token" not in repr(http)
     monkeypatch.setenv("OLLAMA_API_KEY", "cloud-key")
-    provider = Ollama(model="gemma3")
+    provider = Ollama.from_env(model="gemma3")
     http = provider.build_request(_request(provider, ChatMessage("user", "x")))
     assert http.headers["authorization"] == "Bearer cloud-key"
 

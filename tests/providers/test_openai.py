@@ -291,7 +291,7 @@ def test_key_and_urls_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9999/v1/")
     monkeypatch.setenv("OPENAI_ORG_ID", "org-env")
-    provider = OpenAI(model="gpt-4o-mini")
+    provider = OpenAI.from_env(model="gpt-4o-mini")
     http = provider.build_request(chat(provider, [user("x")]))
     assert http.url == "http://127.0.0.1:9999/v1/chat/completions"
     assert http.headers["Authorization"] == "Bearer sk-env"

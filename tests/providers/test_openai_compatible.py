@@ -63,7 +63,11 @@ def test_request_without_a_key_has_no_authorization() -> None:
 def test_request_options_for_picky_servers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_COMPATIBLE_BASE_URL", "http://localhost:1234/v1")
     monkeypatch.setenv("OPENAI_COMPATIBLE_API_KEY", "lm-studio")
-    p = provider(include_usage=False, max_tokens_field="max_completion_tokens")
+    p = OpenAICompatible.from_env(
+        model="Qwen/Qwen2.5-VL-7B-Instruct",
+        include_usage=False,
+        max_tokens_field="max_completion_tokens",
+    )
     messages = [mm.ChatMessage(role="developer", content="Be terse."), user("Hi")]
     http = p.build_request(chat(p, messages, max_tokens=8, top_k=20))
     assert http.url == "http://localhost:1234/v1/chat/completions"
