@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -28,12 +27,16 @@ if TYPE_CHECKING:
     from mmstream.errors import ConfigurationError, MMStreamError
     from mmstream.providers.base import Provider
 
-__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "main"]
+from mmstream._cli_args import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    real_number,
+    whole_number,
+)
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+__all__ = ["EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "main"]
 
 #: The provider field that ``--base-url`` sets, where it is not ``base_url``.
 _BASE_URL_FIELDS = {"azure": "endpoint"}
@@ -61,46 +64,6 @@ exit status: 0 done, 1 the call failed, 2 usage error, 130 interrupted.
 
 class _UsageError(Exception):
     """The command line asks for something the command cannot do (exit status 2)."""
-
-
-# --- argument types: each refuses a bad value with a message argparse prints -------------
-
-
-def whole_number(minimum: int) -> Callable[[str], int]:
-    """An argparse ``type`` for a whole number of at least ``minimum``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
-        return value
-
-    return parse
-
-
-def real_number(
-    minimum: float, *, exclusive: bool = False, maximum: float | None = None
-) -> Callable[[str], float]:
-    """An argparse ``type`` for a finite number ``>= minimum`` (``>`` when ``exclusive``)."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"expected a finite number, not {text!r}")
-        if value < minimum or (exclusive and value == minimum):
-            bound = "greater than" if exclusive else "at least"
-            raise argparse.ArgumentTypeError(f"must be {bound} {minimum:g}, not {text}")
-        if maximum is not None and value > maximum:
-            raise argparse.ArgumentTypeError(f"must be at most {maximum:g}, not {text}")
-        return value
-
-    return parse
 
 
 def _model_spec(text: str) -> str:

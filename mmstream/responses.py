@@ -131,7 +131,7 @@ class ChatResponse(_Response):
     Attributes:
         text: the cumulative answer so far.
         delta: the piece this chunk added (``None`` on chunks that add no text).
-        message: the answer as an assistant :class:`ChatMessage`.
+        message: the answer as an assistant [`ChatMessage`][mmstream.ChatMessage].
         usage: token counts, on the chunk where the provider reports them.
         finish_reason: ``"stop" | "length" | "tool_calls" | "content_filter" | "error"``.
         raw: the provider's decoded event behind this chunk.
@@ -171,7 +171,7 @@ def _text_chunk(text: _LazyText, delta: str, raw: Any) -> ChatResponse:
 class CompletionResponse(_Response):
     """A chunk of a completion stream, or the final answer of ``complete``.
 
-    Same fields as :class:`ChatResponse`, without ``message``.
+    Same fields as [`ChatResponse`][mmstream.ChatResponse], without ``message``.
     """
 
     @classmethod

@@ -457,15 +457,7 @@ def test_each_provider_answers_through_the_printed_base_url(
     assert summary["model"] == f"{provider}:{model}"
 
 
-@pytest.mark.parametrize(
-    "provider",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(reason="Gemini does not read GEMINI_BASE_URL"))
-        if name == "gemini"
-        else name
-        for name in sorted(PROVIDERS)
-    ],
-)
+@pytest.mark.parametrize("provider", sorted(PROVIDERS))
 def test_each_provider_answers_through_the_printed_variable(served: Served, provider: str) -> None:
     model, key_variable = PROVIDERS[provider]
     base_url, variable = served.base_urls[provider]

@@ -31,7 +31,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     ),
     "protocols": ("mmstream.protocols",),
     "codecs": ("mmstream.sse",),
-    "media": ("mmstream.images", "mmstream.media"),
+    "media": ("mmstream.media",),
     "providers": ("mmstream.providers",),
     "transport": ("mmstream.transport", "mmstream._offline_transport"),
     "endpoint": ("mmstream._endpoint",),
@@ -39,7 +39,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "testing": ("mmstream.testing",),
 }
 #: a module in no layer above is part of the facade (llm, the stream, _sync, pipeline, serde,
-#: cli, the package itself): the top, which may import every layer but testing.
+#: cli, images, batch, web, the package itself): the top, which may import every layer but testing.
 FACADE = "facade"
 
 #: layer -> the layers it may import (itself included).

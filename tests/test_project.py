@@ -24,7 +24,6 @@ PURE = (
     "errors",
     "metadata",
     "_secret",
-    "images",
     "protocols",
 )
 #: the pure modules of the media package (its I/O is in prepare.py and download.py).

@@ -28,24 +28,7 @@ from typing import Any
 #: Modules whose docstrings still hold Sphinx roles, relative to the project root.
 #: Convert one with `python docs/hooks/convert_roles.py FILE` and drop it from here;
 #: a test fails when a listed module no longer holds a role, so the list only shrinks.
-PENDING_ROLE_CONVERSION: tuple[str, ...] = (
-    "mmstream/_endpoint.py",
-    "mmstream/_offline_transport.py",
-    "mmstream/middleware/fallback.py",
-    "mmstream/middleware/ratelimit.py",
-    "mmstream/middleware/retry.py",
-    "mmstream/middleware/timeout.py",
-    "mmstream/providers/__init__.py",
-    "mmstream/providers/anthropic.py",
-    "mmstream/providers/base.py",
-    "mmstream/providers/gemini.py",
-    "mmstream/providers/offline.py",
-    "mmstream/providers/ollama.py",
-    "mmstream/providers/openai.py",
-    "mmstream/responses.py",
-    "mmstream/sse.py",
-    "mmstream/transport.py",
-)
+PENDING_ROLE_CONVERSION: tuple[str, ...] = ()
 
 #: The modules whose `__all__` names must each have an entry in the API reference.
 PUBLIC_MODULES: tuple[str, ...] = (

@@ -14,37 +14,17 @@ from typing import Any, TextIO
 
 __all__ = ["add_batch_parser", "run_batch"]
 
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+from mmstream._cli_args import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    real_number,
+    whole_number,
+)
 
-
-def _positive_int(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, not {number}")
-    return number
-
-
-def _non_negative_int(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {number}")
-    return number
-
-
-def _positive_float(value: str) -> float:
-    number = float(value)
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, not {value}")
-    return number
-
-
-def _non_negative_float(value: str) -> float:
-    number = float(value)
-    if not number >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
-    return number
+_positive_int = whole_number(1)
+_non_negative_int = whole_number(0)
+_positive_float = real_number(0, exclusive=True)
+_non_negative_float = real_number(0)
 
 
 def add_batch_parser(commands: Any) -> argparse.ArgumentParser:

@@ -37,14 +37,14 @@ OnFallback = Callable[["ChatRequest", MMStreamError, "Provider"], Any]
 def falls_back(error: BaseException) -> bool:
     """Whether ``error`` lets a call move on to the next provider.
 
-    Yes for everything the provider side did: any :class:`~mmstream.errors.APIError`
+    Yes for everything the provider side did: any [`APIError`][mmstream.errors.APIError]
     (rate limits, quotas, server errors, and also a bad key, a missing model
     or a request that provider refuses — another provider may take it),
     connection errors and timeouts, and protocol errors. No for a
-    :class:`~mmstream.errors.ContentFilterError` (a safety refusal is the
+    [`ContentFilterError`][mmstream.errors.ContentFilterError] (a safety refusal is the
     answer, not an outage), for local errors
-    (:class:`~mmstream.errors.InvalidRequestError`,
-    :class:`~mmstream.errors.ConfigurationError`: the same input or setup must
+    ([`InvalidRequestError`][mmstream.errors.InvalidRequestError],
+    [`ConfigurationError`][mmstream.errors.ConfigurationError]: the same input or setup must
     be fixed first), and for anything that is not an mmstream error.
     """
     if isinstance(error, ContentFilterError):
@@ -70,11 +70,11 @@ class Fallback:
     to one already tried is skipped). Each try is ``attrs.evolve(request,
     provider=...)`` with the call's messages and options unchanged; which one
     answered is in the final chunk's ``additional_kwargs["provider"]`` and
-    ``["model"]`` (and in :class:`~mmstream.middleware.Tracing`'s ``answered_by``
-    when Tracing is outside). Which errors fall back is :func:`falls_back`.
+    ``["model"]`` (and in [`Tracing`][mmstream.middleware.Tracing]'s ``answered_by``
+    when Tracing is outside). Which errors fall back is `falls_back`.
     When every provider fails, the last error is raised.
 
-    Put :class:`~mmstream.middleware.Retry` inside it to retry each provider
+    Put [`Retry`][mmstream.middleware.Retry] inside it to retry each provider
     before moving on, or outside it to retry the whole list.
 
     Args:

@@ -1,6 +1,6 @@
 """RateLimit: keep calls under a provider's requests, tokens and concurrency limits.
 
-One :class:`RateLimit` instance is one shared budget: every call that goes
+One [`RateLimit`][mmstream.middleware.RateLimit] instance is one shared budget: every call that goes
 through it — from any task, any client holding the instance, the sync facade's
 portal — draws from the same requests-per-minute and tokens-per-minute
 buckets. Waiting callers are served first come, first served.
@@ -145,13 +145,13 @@ class RateLimit:
     streams open at once through this instance on each event loop; a stream
     holds its slot until it ends, fails or is closed.
 
-    Put it inside :class:`~mmstream.middleware.Retry`, so that each retry is counted.
+    Put it inside [`Retry`][mmstream.middleware.Retry], so that each retry is counted.
 
     Args:
         requests_per_minute: calls per minute, or ``None``.
         tokens_per_minute: tokens per minute, or ``None``.
         max_concurrency: streams open at once, or ``None``.
-        estimate: ``(request) -> tokens`` before the call (:func:`estimate_tokens`).
+        estimate: ``(request) -> tokens`` before the call (`estimate_tokens`).
         clock: monotonic seconds (``time.monotonic``); tests inject a fake one.
         sleep: how to wait (``anyio.sleep``).
     """

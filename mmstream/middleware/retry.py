@@ -1,11 +1,13 @@
 """Retry: repeat a failed call, but only while nothing has reached the caller.
 
 A call is retried when it fails before its first chunk with an error whose
-class says ``retryable`` (:class:`~mmstream.errors.RateLimitError`,
-:class:`~mmstream.errors.ServerError` and :class:`~mmstream.errors.OverloadedError`,
-:class:`~mmstream.errors.APIConnectionError` and :class:`~mmstream.errors.APITimeoutError`,
-:class:`~mmstream.errors.ProviderProtocolError` and
-:class:`~mmstream.errors.IncompleteStreamError`). Never retried: a quota that is
+class says ``retryable`` ([`RateLimitError`][mmstream.errors.RateLimitError],
+[`ServerError`][mmstream.errors.ServerError] and
+[`OverloadedError`][mmstream.errors.OverloadedError],
+[`APIConnectionError`][mmstream.errors.APIConnectionError] and
+[`APITimeoutError`][mmstream.errors.APITimeoutError],
+[`ProviderProtocolError`][mmstream.errors.ProviderProtocolError] and
+[`IncompleteStreamError`][mmstream.errors.IncompleteStreamError]). Never retried: a quota that is
 used up, a bad key, a bad request, anything local, and anything that fails
 after a chunk was passed on — that error propagates with ``.partial``, so the
 caller never sees the same text twice.
@@ -57,8 +59,8 @@ class Retry:
     ``attrs.evolve(request, attempt=n)`` down the chain, so traces and logs
     inside this middleware record the attempt.
 
-    Put it outside :class:`~mmstream.middleware.Timeout` to retry calls whose
-    first chunk is late, and inside :class:`~mmstream.middleware.Fallback` to
+    Put it outside [`Timeout`][mmstream.middleware.Timeout] to retry calls whose
+    first chunk is late, and inside [`Fallback`][mmstream.middleware.Fallback] to
     retry each provider before falling back.
 
     Args:

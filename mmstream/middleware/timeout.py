@@ -41,7 +41,7 @@ _MESSAGES = {
 @final
 @frozen(kw_only=True)
 class Timeout:
-    """Fails a call that is too slow, with :class:`~mmstream.errors.APITimeoutError`.
+    """Fails a call that is too slow, with [`APITimeoutError`][mmstream.errors.APITimeoutError].
 
     The error's ``kind`` says which deadline passed: ``"total"``,
     ``"first_chunk"`` or ``"idle"``; when output had begun it carries
@@ -49,7 +49,7 @@ class Timeout:
     too) before the error is raised. These deadlines sit on top of the
     transport's own connect/read timeouts (the ``timeout`` call option).
 
-    Put :class:`~mmstream.middleware.Retry` outside a ``Timeout`` to retry a call
+    Put [`Retry`][mmstream.middleware.Retry] outside a ``Timeout`` to retry a call
     whose first chunk was late (a timeout after output began is never retried).
 
     Args:

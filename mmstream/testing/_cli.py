@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from mmstream.cli import EXIT_ERROR, EXIT_OK, real_number, whole_number
+from mmstream._cli_args import EXIT_ERROR, EXIT_OK, real_number, whole_number
 
 __all__ = ["PROVIDER_BASE_URLS", "add_serve_parser", "main", "run_serve"]
 

@@ -42,6 +42,7 @@ FaultKind = Literal[
     "hang_up",
     "not_streamed",
 ]
+"""The kinds of misbehaviour a [`Fault`][mmstream.testing.Fault] can inject."""
 FAULT_KINDS: tuple[str, ...] = get_args(FaultKind)
 """Every fault kind as a tuple, in the order of `FaultKind` (every fault, every provider)."""
 
