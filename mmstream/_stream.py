@@ -58,6 +58,7 @@ class ChatStream(Generic[R]):
         "_call",
         "_closed",
         "_last",
+        "_leaving",
         "_map",
         "_open",
         "_request",
@@ -80,6 +81,7 @@ class ChatStream(Generic[R]):
         self._step: Callable[[], Any] | None = None
         self._last: ChatResponse | None = None
         self._closed = False
+        self._leaving = False
         self._token: EventLoopToken | None = None
         self._wrap: Wrap | None = None
 
@@ -140,6 +142,8 @@ class ChatStream(Generic[R]):
 
         self._token = current_token()
         self._call = call = self._open(self._request, self._wrap)
+        if self._leaving:
+            call.leave()
         self._step = step = call.step
         return step
 
@@ -148,6 +152,20 @@ class ChatStream(Generic[R]):
         if isinstance(exc, MMStreamError) and exc.partial is None:
             exc.partial = self._last
         await self.aclose()
+
+    def leave(self) -> None:
+        """Say the consumer is leaving, from any task, before cancelling a wait on the stream.
+
+        A consumer that gives up while the stream waits for the provider (a
+        browser that disconnected, a Stop button) cancels its own wait; calling
+        this first makes middleware record the call as *closed* — left by its
+        consumer — rather than *cancelled* from outside. Close the stream after
+        the cancellation as usual (``aclose``, or leaving ``async with``).
+        """
+        self._leaving = True
+        call = self._call
+        if call is not None:
+            call.leave()
 
     async def aclose(self) -> None:
         """Close the stream: every middleware's exit code runs, then the HTTP response closes."""

@@ -629,6 +629,10 @@ class _Pump(Generic[T]):
         if self._leaving is not None or self._done.is_set():
             return
         self._leaving = reason
+        from mmstream._stream import ChatStream
+
+        if isinstance(self._stream, ChatStream):  # its layers record the call as closed
+            self._stream.leave()
         if self._holding:  # holding back the end, below every layer
             if self._demand is not None:  # (else the caller's demand is on its way)
                 self._demand.set()

@@ -299,7 +299,7 @@ async def test_logging_a_cancelled_call(caplog: pytest.LogCaptureFixture) -> Non
 @pytest.mark.parametrize("sync_backend", ["asyncio", "trio"])
 @pytest.mark.parametrize(
     ("fault", "expected"),
-    [(None, "complete"), (STALL, "cancelled"), (Fault.http_status(500), "failed")],
+    [(None, "complete"), (STALL, "closed"), (Fault.http_status(500), "failed")],
     ids=["complete", "closed while the call waits", "failed"],
 )
 def test_blocking_streams_follow_the_same_rules(
@@ -310,8 +310,9 @@ def test_blocking_streams_follow_the_same_rules(
 ) -> None:
     """The blocking twin runs the same core in its pump task.
 
-    Closing a blocking stream cancels that task, so a call that was waiting
-    for the provider at that moment reports ``"cancelled"``.
+    Closing a blocking stream while its call waits for the provider cancels
+    that wait, but the stream marks the call as left first: it reports
+    ``"closed"``, as leaving at a chunk does.
     """
     server = mmstream_thread_server
     server.script = Script(chunks=6)
@@ -458,3 +459,37 @@ async def test_the_end_hook_runs_once_and_after_the_outcome_is_known() -> None:
     (call,) = calls
     assert (call.outcome, call.chunks, call.error) == ("closed", 1, None)
     assert call.duration is not None and call.duration >= (call.time_to_first_chunk or 0) > 0
+
+
+@pytest.mark.parametrize(("leave", "expected"), [(True, "closed"), (False, "cancelled")])
+async def test_a_consumer_that_leaves_before_cancelling_its_wait_closes_the_call(
+    mmstream_server: TestServer, leave: bool, expected: str
+) -> None:
+    """``ChatStream.leave()`` then a cancel: *closed*; the same cancel without it: *cancelled*."""
+    mmstream_server.script = Script(chunks=6)
+    mmstream_server.inject(STALL)
+    records: list[TraceRecord] = []
+    provider = OpenAI(model="gpt-4o-mini", api_key="sk-test", base_url=mmstream_server.url("/v1"))
+    llm = mm.MultiModalLLM(provider, middleware=[Tracing(sink=records.append)])
+    received = 0
+    async with llm.astream_chat(["hi"]) as stream, anyio.create_task_group() as group:
+
+        async def consume() -> None:
+            nonlocal received
+            async for _ in stream:
+                received += 1
+                if received == 2:  # the next chunk never comes: the wait stalls
+                    group.start_soon(stop)
+
+        async def stop() -> None:
+            await anyio.sleep(0.05)
+            if leave:
+                stream.leave()
+            group.cancel_scope.cancel()
+
+        group.start_soon(consume)
+    await llm.aclose()
+    (record,) = records
+    assert received == 2
+    assert record.outcome == expected
+    assert (await mmstream_server.wait_disconnect(timeout=1.0)).chunks_sent >= 2

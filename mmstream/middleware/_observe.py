@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, final
 from attrs import define, frozen
 
 from mmstream.middleware._support import call_handler
+from mmstream.middleware.chain import Departure, current_departure
 
 if TYPE_CHECKING:
     from mmstream.request import ChatRequest
@@ -58,17 +59,25 @@ Outcome = Literal["complete", "failed", "closed", "cancelled"]
 OUTCOMES: tuple[Outcome, ...] = ("complete", "failed", "closed", "cancelled")
 
 
-def outcome_of(exc: BaseException) -> Outcome:
+def outcome_of(exc: BaseException, departure: Departure | None = None) -> Outcome:
     """How a call ended, given what came out of it (the rules, written once).
 
     ``GeneratorExit`` is the consumer leaving (``"closed"``); any ``Exception``
     is a failure; what remains (the backend's cancellation, ``KeyboardInterrupt``,
-    ``SystemExit``) interrupted the call from outside (``"cancelled"``).
+    ``SystemExit``) interrupted the call from outside (``"cancelled"``) — unless
+    it is the cancellation of a wait by a consumer that had left the call first
+    (its ``departure`` marked): that is ``"closed"`` too.
     """
     if isinstance(exc, GeneratorExit):
         return "closed"
     if isinstance(exc, Exception):
         return "failed"
+    if (
+        departure is not None
+        and departure.left
+        and not isinstance(exc, (KeyboardInterrupt, SystemExit))
+    ):
+        return "closed"
     return "cancelled"
 
 
@@ -88,6 +97,7 @@ class Observation:
         error: the exception of a failed call (``None`` for every other outcome).
         duration: seconds from the start to the end; ``None`` while it runs.
         state: the adapter's own per-call value (an OpenTelemetry span, ...).
+        departure: the call's marker of its consumer having left (see `outcome_of`).
     """
 
     request: ChatRequest
@@ -100,11 +110,17 @@ class Observation:
     error: BaseException | None = None
     duration: float | None = None
     state: Any = None
+    departure: Departure | None = None
 
     @classmethod
     def begin(cls, request: ChatRequest) -> Observation:
-        """Start observing a call now."""
-        return cls(request=request, started_at=time.time(), clock_start=time.perf_counter())
+        """Start observing a call now (in the task that started it, where its marker is)."""
+        return cls(
+            request=request,
+            started_at=time.time(),
+            clock_start=time.perf_counter(),
+            departure=current_departure(),
+        )
 
     def observe(self, chunk: ChatResponse) -> bool:
         """Count one chunk; ``True`` when it is the first (its time is noted then).
@@ -138,7 +154,7 @@ class Observation:
         if exc is None:
             self.outcome = "complete"
             return
-        self.outcome = outcome_of(exc)
+        self.outcome = outcome_of(exc, self.departure)
         if self.outcome == "failed":
             self.error = exc
 

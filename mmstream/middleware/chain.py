@@ -23,6 +23,7 @@ the call closes them all, outermost first: a middleware that ``break``s out of
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol, final, runtime_checkable
 
 import anyio
@@ -139,7 +140,10 @@ class Chain:
             call_inner = _bound(layer, call_inner, record)
             batched = takes_batches
         outer = call_inner(request) if batched else _Batched(call_inner(request))
-        return Call(outer, opened)
+        departure = Departure()
+        # The layers start on the first batch, in this task: they find the marker there.
+        _DEPARTURE.set(departure)
+        return Call(outer, opened, departure)
 
 
 def _bound(
@@ -200,6 +204,32 @@ class _Batched:
 
 
 @final
+@final
+class Departure:
+    """Whether the consumer of one call has left it (set by the stream, read by observers).
+
+    A consumer that stops waiting for a chunk has to cancel its own wait; the
+    layers then see a cancellation, not a ``GeneratorExit``. The stream marks
+    the call as left first ([`Call.leave`][mmstream.middleware.chain.Call.leave]),
+    so that observers record such an ending as *closed*, as they would at a
+    ``yield``, and keep *cancelled* for cancellations that come from outside.
+    """
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = False
+
+
+#: the departure marker of the call whose layers are being started in this task.
+_DEPARTURE: ContextVar[Departure | None] = ContextVar("mmstream_departure", default=None)
+
+
+def current_departure() -> Departure | None:
+    """For a layer, at the start of its call: the call's departure marker (``None`` outside)."""
+    return _DEPARTURE.get()
+
+
 class Call:
     """One call through a chain: its batches, and every iterator it opened.
 
@@ -208,10 +238,17 @@ class Call:
     the first error a layer raised while closing.
     """
 
-    __slots__ = ("_opened", "step")
+    __slots__ = ("_opened", "departure", "step")
 
-    def __init__(self, outer: AsyncIterator[list[ChatResponse]], opened: list[AsyncIterator[Any]]):
+    def __init__(
+        self,
+        outer: AsyncIterator[list[ChatResponse]],
+        opened: list[AsyncIterator[Any]],
+        departure: Departure | None = None,
+    ):
         self._opened = opened
+        #: marks the call as left by its consumer (see `leave`).
+        self.departure = departure if departure is not None else Departure()
         #: the next batch: the outermost iterator's own ``__anext__`` (no layer in between).
         self.step: Callable[[], Awaitable[list[ChatResponse]]] = outer.__anext__
 
@@ -220,6 +257,10 @@ class Call:
 
     def __anext__(self) -> Awaitable[list[ChatResponse]]:
         return self.step()
+
+    def leave(self) -> None:
+        """Mark the call as left by its consumer, before cancelling a wait for its next batch."""
+        self.departure.left = True
 
     async def aclose(self) -> None:
         """Close every layer of the call, outermost first (also when the call is cancelled)."""

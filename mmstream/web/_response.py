@@ -104,7 +104,7 @@ class EventStreamResponse(StreamingResponse):
         try:
             async with anyio.create_task_group() as group:
                 cancel = group.cancel_scope
-                group.start_soon(_watch_disconnect, receive, cancel)
+                group.start_soon(_watch_disconnect, receive, cancel, self.stream)
                 start = {"type": "http.response.start", "status": self.status_code}
                 if await channel.write({**start, "headers": self.raw_headers}):
                     if self.heartbeat is not None:
@@ -192,12 +192,19 @@ async def _aclose(stream: object) -> None:
             await aclose()
 
 
-async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
-    """Read ``receive`` until the client disconnects, then cancel the relay."""
+async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope, stream: object) -> None:
+    """Read ``receive`` until the client disconnects, then cancel the relay.
+
+    The stream is told first that its consumer left (``ChatStream.leave``), so
+    middleware record the call as closed, not as cancelled from outside.
+    """
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             _log.debug("the client disconnected; closing the upstream call")
+            leave = getattr(stream, "leave", None)
+            if callable(leave):
+                leave()
             scope.cancel()
             return
 
