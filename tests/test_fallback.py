@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from _mock_http import OK, JumpClock, MockServer, Reply, Scripted, status
 
 import mmstream as mm
 from mmstream.middleware import Fallback, Retry, TraceRecord, Tracing
 from mmstream.middleware.fallback import falls_back
+from tests._mock_http import OK, JumpClock, MockServer, Reply, Scripted, status
 
 PRIMARY = Scripted(model="primary")
 BACKUP = Scripted(model="backup")

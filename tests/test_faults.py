@@ -23,7 +23,6 @@ from typing import Any
 
 import anyio
 import pytest
-from _mock_http import JumpClock
 
 import mmstream as mm
 from mmstream.middleware import Fallback, Retry, Timeout, TraceRecord, Tracing
@@ -37,6 +36,7 @@ from mmstream.providers import (
     Provider,
 )
 from mmstream.testing import Fault, TestServer, answer_text
+from tests._mock_http import JumpClock
 
 NAMES = ["openai", "azure", "openai-compatible", "anthropic", "gemini", "ollama"]
 PROMPT = "one two three four five"

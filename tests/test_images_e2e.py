@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from PIL import Image
@@ -103,7 +103,7 @@ async def roundtrip(name: str, docs: list[mm.ImageDocument]) -> tuple[str, list[
 async def test_the_photo_arrives_fitted_upright_and_in_proportion(name: str) -> None:
     text, [data], [mimetype] = await roundtrip(name, [mm.ImageDocument.from_bytes(photo())])
     assert text == answer_text("Describe the picture", images=1)
-    policy: ImagePolicy = provider(name, "http://x").image_policy
+    policy = cast(ImagePolicy, provider(name, "http://x").image_policy)
     assert_within(policy, mimetype, data)
     image = Image.open(io.BytesIO(data)).convert("RGB")
     width, height = image.size

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -146,7 +147,7 @@ def test_backends_are_pinned_to_asyncio_and_trio(request: pytest.FixtureRequest)
     """The anyio_backend fixture is parametrized explicitly (not discovered)."""
     from tests import conftest
 
-    params = conftest.anyio_backend._fixture_function_marker.params  # type: ignore[attr-defined]
+    params: Any = conftest.anyio_backend._fixture_function_marker.params
     assert [p.values[0] for p in params] == ["asyncio", "trio"]
     ini = request.config.getini("filterwarnings")
     assert "error" in ini

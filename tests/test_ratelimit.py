@@ -6,11 +6,11 @@ from typing import Any
 
 import anyio
 import pytest
-from _mock_http import JumpClock, ManualClock, MockServer, Reply, Scripted
 
 import mmstream as mm
 from mmstream.middleware import RateLimit
 from mmstream.middleware.ratelimit import IMAGE_TOKENS, estimate_tokens
+from tests._mock_http import JumpClock, ManualClock, MockServer, Reply, Scripted
 
 PNG_1x1 = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00"

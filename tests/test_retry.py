@@ -6,10 +6,10 @@ from typing import Any
 
 import anyio
 import pytest
-from _mock_http import OK, JumpClock, MockServer, Reply, Scripted, status
 
 import mmstream as mm
 from mmstream.middleware import Retry, TraceRecord, Tracing
+from tests._mock_http import OK, JumpClock, MockServer, Reply, Scripted, status
 
 
 def make_llm(server: MockServer, *middleware: Any, **provider: Any) -> mm.MultiModalLLM:

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 import mmstream as mm
-from mmstream.middleware import Logging, TraceRecord, Tracing
+from mmstream.middleware import Logging, Middleware, TraceRecord, Tracing
 from mmstream.providers import Anthropic, AzureOpenAI, Gemini, Ollama, OpenAI, OpenAICompatible
 from mmstream.serde import converter, to_json
 from mmstream.testing import Fault, TestServer
@@ -128,7 +128,7 @@ async def test_a_refused_key_shows_nowhere(name: str, logs: pytest.LogCaptureFix
         if name == "ollama":  # Ollama takes any key (a proxy in front of it may not)
             server.inject(Fault.http_status(401))
         provider = make_provider(name, server.base_url)
-        middleware = [Logging(), Tracing(sink=traces.append), Tracing()]
+        middleware: list[Middleware] = [Logging(), Tracing(sink=traces.append), Tracing()]
         async with mm.MultiModalLLM(provider, middleware=middleware) as llm:
             with pytest.raises(mm.APIError) as info:
                 await llm.achat(["hi"])
@@ -162,7 +162,11 @@ async def test_failures_with_an_accepted_key_show_it_nowhere(
     async with TestServer() as server:
         server.inject(fault)
         provider = make_provider(name, server.base_url)
-        middleware = [Logging(), Tracing(sink=traces.append), mm.middleware.Timeout(total=0.3)]
+        middleware: list[Middleware] = [
+            Logging(),
+            Tracing(sink=traces.append),
+            mm.middleware.Timeout(total=0.3),
+        ]
         async with mm.MultiModalLLM(provider, middleware=middleware) as llm:
             with pytest.raises(mm.MMStreamError) as info:
                 await llm.achat(["hi"])

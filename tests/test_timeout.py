@@ -6,11 +6,11 @@ from typing import Any
 
 import anyio
 import pytest
-from _helpers import Recorder
-from _mock_http import OK, JumpClock, MockServer, Reply, Scripted
 
 import mmstream as mm
 from mmstream.middleware import Retry, Timeout
+from tests._helpers import Recorder
+from tests._mock_http import OK, JumpClock, MockServer, Reply, Scripted
 
 
 def make_llm(server: MockServer, *middleware: Any) -> mm.MultiModalLLM:

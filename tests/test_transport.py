@@ -123,7 +123,7 @@ def test_timeouts_from_values() -> None:
     )
     for bad in (0, -1, "10", True):
         with pytest.raises(InvalidRequestError):
-            Timeouts.from_value(bad)  # type: ignore[arg-type]
+            Timeouts.from_value(bad)
     assert Transport(timeout=12).timeouts.read == 12.0
     assert "Timeouts(" in repr(Transport())
 
@@ -639,7 +639,7 @@ async def test_mass_cancellation_while_sending_leaves_no_unfinished_generator() 
         await anyio.sleep_forever()
 
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    port = listener.extra(anyio.abc.SocketAttribute.local_port)  # type: ignore[attr-defined]
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
     provider = OpenAI(model="gpt-4o-mini", api_key="k", base_url=f"http://127.0.0.1:{port}/v1")
     padding = "p" * (4 << 20)  # 4 MiB: more than the socket buffers take
     with warnings.catch_warnings(record=True) as caught:

@@ -361,7 +361,7 @@ def every_split(body: bytes) -> Iterator[list[bytes]]:
 
 
 def decoder() -> OpenAIChatDecoder:
-    return azure().new_decoder(None)  # type: ignore[arg-type]
+    return azure().new_decoder(None)
 
 
 def test_azure_stream_at_every_split_point() -> None:

@@ -423,7 +423,7 @@ def every_split(body: bytes) -> Iterator[list[bytes]]:
 
 
 def strict() -> OpenAIChatDecoder:
-    return OpenAI(model="gpt-4o-mini", api_key="k").new_decoder(None)  # type: ignore[arg-type]
+    return OpenAI(model="gpt-4o-mini", api_key="k").new_decoder(None)
 
 
 def test_real_stream_decodes_at_every_split_point() -> None:

@@ -216,7 +216,7 @@ def every_split(body: bytes) -> Iterator[list[bytes]]:
 
 
 def lenient() -> OpenAIChatDecoder:
-    return provider().new_decoder(None)  # type: ignore[arg-type]
+    return provider().new_decoder(None)
 
 
 def final_at_every_split(body: bytes) -> ChatResponse:
