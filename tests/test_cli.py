@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from mmstream.providers import provider_class, registered_names
 from mmstream.testing import answer_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,26 +23,13 @@ SAMPLE = ROOT / "docs" / "assets" / "sample.png"
 CLI = [sys.executable, "-m", "mmstream.cli"]
 BACKENDS = ["asyncio", "trio"]
 
-#: Variables that would point a provider somewhere or give it a key.
-PROVIDER_VARIABLES = (
-    "OPENAI_API_KEY",
-    "OPENAI_BASE_URL",
-    "OPENAI_ORG_ID",
-    "OPENAI_PROJECT_ID",
-    "AZURE_OPENAI_API_KEY",
-    "AZURE_OPENAI_AD_TOKEN",
-    "AZURE_OPENAI_ENDPOINT",
-    "OPENAI_API_VERSION",
-    "AZURE_OPENAI_API_VERSION",
-    "OPENAI_COMPATIBLE_API_KEY",
-    "OPENAI_COMPATIBLE_BASE_URL",
-    "ANTHROPIC_API_KEY",
-    "ANTHROPIC_BASE_URL",
-    "GEMINI_API_KEY",
-    "GOOGLE_API_KEY",
-    "GEMINI_BASE_URL",
-    "OLLAMA_API_KEY",
-    "OLLAMA_HOST",
+#: Variables that would point a provider somewhere or give it a key: every name in the
+#: providers' own environment tables (so a variable a provider learns is cleared here too).
+PROVIDER_VARIABLES = frozenset(
+    name
+    for provider in registered_names()
+    for names in getattr(provider_class(provider), "environment", {}).values()
+    for name in names
 )
 
 
