@@ -190,3 +190,62 @@ def test_an_unclosed_async_generator_fails_the_suite(pytester: pytest.Pytester) 
     # trio reports the leaked generator; under filterwarnings=error that fails the run.
     result.stdout.fnmatch_lines(["*test_leak?trio?*FAILED*"])
     assert result.ret != 0
+
+
+def _lines_of_code(source: str) -> int:
+    """Lines holding code: not blank, not only a comment, not part of a docstring."""
+    import io
+    import tokenize
+
+    docstrings: set[int] = set()
+    for node in ast.walk(ast.parse(source)):
+        value = getattr(node, "value", None)
+        if (
+            isinstance(node, ast.Expr)
+            and isinstance(value, ast.Constant)
+            and isinstance(value.value, str)
+        ):
+            docstrings.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+    skipped = {
+        tokenize.COMMENT,
+        tokenize.NL,
+        tokenize.NEWLINE,
+        tokenize.INDENT,
+        tokenize.DEDENT,
+        tokenize.ENDMARKER,
+    }
+    code: set[int] = set()
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type not in skipped:
+            code.update(range(token.start[0], token.end[0] + 1))
+    return len(code - docstrings)
+
+
+def test_lines_of_code_count_code_only() -> None:
+    source = textwrap.dedent(
+        '''\
+        """Doc
+
+        more."""
+
+        # a comment
+        x = 1  # code
+
+
+        def f():
+            """Doc."""
+            return (
+                2
+            )
+        '''
+    )
+    assert _lines_of_code(source) == 5
+
+
+def test_no_module_is_over_600_lines_of_code() -> None:
+    """A module that outgrows 600 lines of code has more than one concept in it: split it."""
+    sizes = {
+        path.relative_to(ROOT).as_posix(): _lines_of_code(path.read_text(encoding="utf-8"))
+        for path in (ROOT / "mmstream").rglob("*.py")
+    }
+    assert {name: size for name, size in sizes.items() if size > 600} == {}
