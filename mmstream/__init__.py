@@ -17,6 +17,7 @@ import typing as _typing
 from mmstream import errors as errors
 from mmstream import middleware as middleware
 from mmstream import providers as providers
+from mmstream._lazy import lazy as _lazy
 from mmstream._secret import Secret
 from mmstream._stream import ChatStream
 from mmstream._sync import SyncStream
@@ -43,6 +44,7 @@ from mmstream.errors import (
     InvalidArgumentError,
     InvalidImageError,
     InvalidRequestError,
+    MissingExtraError,
     MMStreamError,
     NotFoundError,
     OverloadedError,
@@ -91,6 +93,7 @@ __all__ = [
     "InvalidRequestError",
     "MMStreamError",
     "MessageRole",
+    "MissingExtraError",
     "MultiModalChatComponent",
     "MultiModalCompleteComponent",
     "MultiModalLLM",
@@ -132,19 +135,4 @@ for _name in __all__:
 del _name, _obj
 
 
-def __getattr__(name: str) -> _typing.Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mmstream' has no attribute {name!r}")
-    import importlib
-
-    imported = importlib.import_module(module)
-    value = imported if module == f"mmstream.{name}" else getattr(imported, name)
-    if isinstance(value, type):
-        value.__module__ = "mmstream"
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = _lazy(globals(), _LAZY, present_as="mmstream")

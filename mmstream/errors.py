@@ -9,6 +9,7 @@ received so far. Each message ends with a hint, what to do about it: the class's
 ```
 MMStreamError                     .partial, .provider
 ├── ConfigurationError            fix the setup: missing key, unknown provider, bad option
+│   └── MissingExtraError         an optional dependency is not installed (names the extra)
 ├── ClosedError                   the LLM was closed (or Python is exiting): use an open one
 ├── InvalidRequestError           local: we or the caller built something the provider won't take
 │   ├── InvalidArgumentError      an argument of the wrong type or value (.argument); a ValueError
@@ -58,6 +59,7 @@ __all__ = [
     "IncompleteStreamError",
     "InvalidArgumentError",
     "InvalidImageError",
+    "MissingExtraError",
     "InvalidRequestError",
     "MMStreamError",
     "NotFoundError",
@@ -69,6 +71,7 @@ __all__ = [
     "RequestTooLargeError",
     "ServerError",
     "error_class_for_status",
+    "import_extra",
 ]
 
 
@@ -127,6 +130,31 @@ class ConfigurationError(MMStreamError):
     """mmstream is set up wrong: a missing API key, an unknown provider or option."""
 
     hint = "Check the provider's settings and environment variables."
+
+
+class MissingExtraError(ConfigurationError, ImportError):
+    """An optional part of mmstream needs a package that is not installed; the message names
+    the extra that brings it (``pip install 'mmstream[EXTRA]'``)."""
+
+    hint = "Install the extra named above."
+
+
+def import_extra(module: str, extra: str, feature: str) -> Any:
+    """Import ``module`` for an optional ``feature``, or raise `MissingExtraError` naming ``extra``.
+
+    Every optional dependency is imported through this, where it is used, so
+    ``import mmstream`` stays light and a missing one always reads the same way.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        missing = exc.name or module
+        raise MissingExtraError(
+            f"{feature} needs {missing}, which is not installed; "
+            f"install it with: pip install 'mmstream[{extra}]'"
+        ) from exc
 
 
 class ClosedError(MMStreamError):

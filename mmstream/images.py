@@ -8,9 +8,9 @@ The policy constants live with their providers (``OPENAI_POLICY`` in
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from mmstream._lazy import lazy
 from mmstream.media.cache import clear_cache
 from mmstream.media.fit import FittedImage, fit_image
 from mmstream.media.netguard import URLAccess
@@ -59,14 +59,4 @@ _POLICIES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _POLICIES.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mmstream.images' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_POLICIES})
+__getattr__, __dir__ = lazy(globals(), _POLICIES)

@@ -28,6 +28,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "mmstream.errors",
         "mmstream._secret",
         "mmstream._version",
+        "mmstream._lazy",
     ),
     "protocols": ("mmstream.protocols",),
     "codecs": ("mmstream.sse",),

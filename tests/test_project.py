@@ -25,6 +25,7 @@ PURE = (
     "errors",
     "metadata",
     "_secret",
+    "_lazy",
     "protocols",
 )
 #: the pure modules of the media package (its I/O is in prepare.py and download.py).

@@ -16,8 +16,9 @@ this package.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mmstream._lazy import lazy
 
 if TYPE_CHECKING:  # imported on first use (see __getattr__): the CLI's parser stays light
     from mmstream.batch._errors import BatchAbortedError, InvalidJobError, OutputFileError
@@ -73,14 +74,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mmstream.batch' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy(globals(), _LAZY)

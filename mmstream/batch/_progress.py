@@ -2,7 +2,7 @@
 
 [`Batch.arun`][mmstream.batch.Batch.arun] takes any progress callback; this
 is the one the CLI shows. ``rich`` is imported when the bar starts, never
-before, and a missing ``rich`` is a [`ConfigurationError`][mmstream.errors.ConfigurationError]
+before, and a missing ``rich`` is a [`MissingExtraError`][mmstream.errors.MissingExtraError]
 that names the extra.
 """
 
@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any, TextIO, final
 
 from mmstream.batch._result import BatchStats
-from mmstream.errors import ConfigurationError
+from mmstream.errors import import_extra
 
 __all__ = ["ProgressBar", "format_duration"]
 
@@ -41,7 +41,7 @@ class ProgressBar:
         description: the text before the bar.
 
     Raises:
-        ConfigurationError: ``rich`` is not installed (``pip install 'mmstream[batch]'``).
+        MissingExtraError: ``rich`` is not installed (``pip install 'mmstream[batch]'``).
 
     Example:
         ```python
@@ -62,9 +62,8 @@ class ProgressBar:
                 TextColumn,
             )
         except ImportError:
-            raise ConfigurationError(
-                "the progress bar needs rich; install it with: pip install 'mmstream[batch]'"
-            ) from None
+            import_extra("rich", "batch", "the batch progress bar")
+            raise
         self._console = Console(file=file if file is not None else sys.stderr)
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),

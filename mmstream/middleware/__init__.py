@@ -23,9 +23,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from mmstream._lazy import lazy
 from mmstream.middleware.chain import (
     BatchCallNext,
     BatchMiddleware,
@@ -76,8 +76,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mmstream.middleware' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__, __dir__ = lazy(globals(), _LAZY)

@@ -13,6 +13,7 @@ import importlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from mmstream._lazy import lazy
 from mmstream.errors import ConfigurationError
 from mmstream.protocols import Provider, StreamDecoder
 from mmstream.providers.base import BaseProvider
@@ -135,7 +136,4 @@ def from_string(spec: str, *, environ: Mapping[str, str] | None = None, **fields
     return provider
 
 
-def __getattr__(attr: str) -> Any:
-    if attr in _CLASSES:
-        return _load(*_CLASSES[attr])
-    raise AttributeError(f"module 'mmstream.providers' has no attribute {attr!r}")
+__getattr__, __dir__ = lazy(globals(), {cls: module for module, cls in _CLASSES.values()})

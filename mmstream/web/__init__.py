@@ -32,7 +32,7 @@ This package needs Starlette and python-multipart: ``pip install 'mmstream[web]'
 
 from __future__ import annotations
 
-from mmstream.errors import ConfigurationError
+from mmstream.errors import import_extra
 
 __all__ = [
     "EVENT_NAMES",
@@ -41,7 +41,6 @@ __all__ = [
     "EventEncoder",
     "EventStreamResponse",
     "Form",
-    "MissingExtraError",
     "UploadError",
     "UploadedFile",
     "chunk_events",
@@ -53,22 +52,8 @@ __all__ = [
 ]
 
 
-class MissingExtraError(ConfigurationError, ImportError):
-    """An optional dependency of mmstream is not installed; the message names the extra."""
-
-    hint = "Install the extra named above."
-
-
 def _require(module: str, extra: str) -> None:
-    import importlib
-
-    try:
-        importlib.import_module(module)
-    except ImportError as exc:
-        raise MissingExtraError(
-            f"mmstream.web needs {exc.name or module}, which is not installed; "
-            f"install it with: pip install 'mmstream[{extra}]'"
-        ) from exc
+    import_extra(module, extra, "mmstream.web")
 
 
 _require("starlette", "web")
